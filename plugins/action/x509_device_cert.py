@@ -1,0 +1,183 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller half of iotfleet.aziot.x509_device_cert.
+
+1. The module runs on the device (phase `inspect`): ensures the device key, returns its public key,
+   a CSR (CN = registration id) and the current certificate.
+2. Here, on the controller: decide whether the certificate must be (re-)issued; if so sign the CSR
+   with the CA key, which is read here and never sent anywhere.
+3. The module runs again (phase `install`) only when there is a certificate to write.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import (
+    CONTROLLER_ONLY,
+    argument_spec,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
+    CRYPTOGRAPHY_IMPORT_ERROR,
+    HAS_CRYPTOGRAPHY,
+    PkiError,
+    cert_info,
+    certificate_to_pem,
+    check_ca_pair,
+    device_cert_reissue_reasons,
+    load_certificate,
+    load_csr,
+    load_private_key,
+    load_public_key_pem,
+    registration_id_problem,
+    sign_device_certificate,
+)
+
+MODULE = "iotfleet.aziot.x509_device_cert"
+_INFO_KEYS = ("subject", "issuer", "serial_number", "not_before", "not_after", "sha1_thumbprint", "sha256_thumbprint")
+
+
+def _describe(info: dict | None) -> str:
+    if not info:
+        return ""
+    return "".join(f"{key}: {info[key]}\n" for key in ("key_type", *_INFO_KEYS) if key in info)
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+    _supports_async = False
+
+    def _controller_file(self, path: str, what: str) -> bytes:
+        path = os.path.expanduser(path)
+        if not os.path.isabs(path):
+            path = self._loader.path_dwim(path)
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise PkiError(f"cannot read {what} {path} on the controller: {exc.strerror}") from None
+
+    def _load_ca(self, params: dict):
+        ca_cert = load_certificate(self._controller_file(params["ca_cert_path"], "ca_cert_path"), "ca_cert_path")
+        ca_key = load_private_key(
+            self._controller_file(params["ca_key_path"], "ca_key_path"),
+            f"ca_key_path {params['ca_key_path']}",
+            params["ca_key_passphrase"],
+        )
+        check_ca_pair(ca_cert, ca_key, f"CA {params['ca_cert_path']}")
+        return ca_cert, ca_key
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        validation, _new_args = self.validate_argument_spec(argument_spec=argument_spec())
+        params = validation.validated_parameters
+        if not HAS_CRYPTOGRAPHY:
+            raise AnsibleActionFail(
+                f"{MODULE} needs the Python library cryptography on the controller: {CRYPTOGRAPHY_IMPORT_ERROR}"
+            )
+        registration_id = params["registration_id"]
+        problem = registration_id_problem(registration_id)
+        if problem:
+            raise AnsibleActionFail(f"registration_id: {problem}; fix the host's registration id")
+        for option in ("valid_days", "renew_before"):
+            if params[option] < (1 if option == "valid_days" else 0):
+                raise AnsibleActionFail(f"{registration_id}: {option} must be positive, got {params[option]}")
+        if params["renew_before"] >= params["valid_days"]:
+            self._display.warning(
+                f"{registration_id}: renew_before ({params['renew_before']}) >= valid_days ({params['valid_days']}): "
+                "every run will re-issue the certificate"
+            )
+
+        try:
+            ca_cert, ca_key = self._load_ca(params)
+        except PkiError as exc:
+            raise AnsibleActionFail(f"{registration_id}: {exc}") from None
+
+        device_args = {k: v for k, v in params.items() if k not in CONTROLLER_ONLY}
+        inspected = self._execute_module(
+            module_name=MODULE, module_args=dict(device_args, _phase="inspect"), task_vars=task_vars
+        )
+        if inspected.get("failed"):
+            return self._strip(inspected)
+
+        result.update(
+            changed=bool(inspected.get("changed")),
+            registration_id=registration_id,
+            key_path=params["key_path"],
+            cert_path=params["cert_path"],
+            key_type=inspected.get("key_type", params["key_type"]),
+            key_generated=bool(inspected.get("key_generated")),
+            reissued=False,
+            reissue_reasons=[],
+        )
+        if inspected.get("backup_key"):
+            result["backup_key"] = inspected["backup_key"]
+
+        before_info = self._info_of(inspected.get("certificate"))
+        if inspected.get("public_key") is None:
+            # Check mode with a key still to be made: the certificate would follow it.
+            reasons = [inspected.get("key_reason") or "new_key: a new device key"]
+        else:
+            reasons = device_cert_reissue_reasons(
+                inspected.get("certificate"),
+                load_public_key_pem(inspected["public_key"]),
+                ca_cert,
+                registration_id,
+                params["renew_before"],
+            )
+            if inspected.get("key_generated"):
+                reasons.insert(0, inspected.get("key_reason") or "new_key: a new device key")
+
+        after_info = before_info
+        if reasons:
+            result.update(changed=True, reissued=True, reissue_reasons=reasons)
+            if self._task.check_mode or inspected.get("csr") is None:
+                after_info = {"subject": f"CN={registration_id}", "issuer": ca_cert.subject.rfc4514_string()}
+            else:
+                try:
+                    csr = load_csr(inspected["csr"], registration_id)
+                    cert = sign_device_certificate(
+                        csr.public_key(), registration_id, ca_cert, ca_key, params["valid_days"]
+                    )
+                except PkiError as exc:
+                    raise AnsibleActionFail(f"{registration_id}: {exc}") from None
+                installed = self._execute_module(
+                    module_name=MODULE,
+                    module_args=dict(device_args, _phase="install", _certificate=certificate_to_pem(cert)),
+                    task_vars=task_vars,
+                )
+                if installed.get("failed"):
+                    return self._strip(installed)
+                if installed.get("backup_cert"):
+                    result["backup_cert"] = installed["backup_cert"]
+                after_info = cert_info(cert)
+
+        if after_info:
+            result.update({key: after_info[key] for key in _INFO_KEYS if key in after_info})
+        if self._task.diff and result["changed"]:
+            result["diff"] = {
+                "before_header": params["cert_path"],
+                "after_header": params["cert_path"],
+                "before": _describe(before_info),
+                "after": _describe(after_info),
+            }
+        return result
+
+    @staticmethod
+    def _info_of(pem: str | None) -> dict | None:
+        if not pem:
+            return None
+        try:
+            return cert_info(load_certificate(pem.encode("utf-8"), "certificate"))
+        except PkiError:
+            return {"subject": "(unparseable certificate)"}
+
+    @staticmethod
+    def _strip(module_result: dict) -> dict:
+        """Never pass CSR/public key blobs up: they are noise in the output."""
+        for key in ("csr", "public_key", "certificate"):
+            module_result.pop(key, None)
+        return module_result

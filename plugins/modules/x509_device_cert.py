@@ -1,0 +1,409 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: x509_device_cert
+short_description: Ensure a device key and a CA-signed X.509 device certificate for DPS
+version_added: 0.1.0
+author: iotfleet developers (@iotfleet)
+description:
+  - Ensures a private key on the device and a certificate for it whose subject CN is the DPS registration id,
+    signed by the given (intermediate) CA. One task does it all.
+  - This is an action plugin paired with a module. The module runs on the device, creates or reuses the
+    device private key and returns a certificate signing request; the action plugin signs the CSR on the
+    controller with the CA key; the module then writes the certificate on the device.
+    The device private key never leaves the device and the CA private key never leaves the controller.
+  - The certificate is (re-)issued when it is missing or unparseable, was issued for another key, by another
+    CA, with a CN other than O(registration_id), has a key of another type, is not yet valid or expired, or
+    expires within O(renew_before) days. The reasons are returned in RV(reissue_reasons).
+  - The existing key is kept. What happens when it cannot be kept (unreadable, or of another type than
+    O(key_type)) is governed by O(regenerate_key).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: Nothing is generated or signed; the result says what would change and why.
+  diff_mode:
+    support: full
+    details: Shows certificate facts (subject, issuer, serial, validity, thumbprints), never key material.
+  platform:
+    platforms: posix
+options:
+  registration_id:
+    description:
+      - The DPS registration id of the device, used as the certificate subject CN.
+      - At most 64 characters, letters, digits and C(- . _ :), ending with a letter, a digit or C(-).
+        It is checked before anything is done.
+    type: str
+    required: true
+  key_path:
+    description:
+      - Path of the device private key on the device (PEM, PKCS#8, unencrypted as IoT Edge requires).
+      - Created with O(key_mode) if missing. Its directory must exist.
+    type: path
+    required: true
+  cert_path:
+    description:
+      - Path of the device certificate on the device (PEM, the leaf only; see M(iotfleet.aziot.full_chain) for
+        the full chain DPS group enrollments need).
+    type: path
+    required: true
+  key_type:
+    description:
+      - Type of the device key.
+      - V(ec-p256) is the default because it is accepted by Azure IoT Hub and DPS and is generated in well under
+        a millisecond, while an RSA 4096 key (what the manual guides use) takes about 0.7 s of CPU per device,
+        which dominates provisioning time on a fleet and on a Raspberry Pi.
+      - Changing it for an existing key is refused unless O(regenerate_key) allows replacing the key.
+    type: str
+    default: ec-p256
+    choices: [ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096]
+  regenerate_key:
+    description:
+      - When the existing device key may be replaced by a new one.
+      - V(never) keeps an existing key and fails with an explanation when it is unreadable or not of O(key_type).
+        A missing key is always created.
+      - V(on_mismatch) replaces an unreadable key or a key of another type than O(key_type).
+      - V(always) makes a new key (and certificate) on every run; use it for one-off key rotation only, it is
+        never idempotent.
+    type: str
+    default: never
+    choices: [never, on_mismatch, always]
+  ca_cert_path:
+    description:
+      - Path B(on the controller) of the issuing CA certificate (usually the intermediate). Relative paths are
+        resolved like other controller files (relative to the playbook).
+    type: path
+    required: true
+  ca_key_path:
+    description:
+      - Path B(on the controller) of the issuing CA private key. It is read on the controller only and never
+        sent to the device.
+    type: path
+    required: true
+  ca_key_passphrase:
+    description:
+      - Passphrase of the CA private key, if it is encrypted.
+    type: str
+  valid_days:
+    description:
+      - Validity of a newly issued certificate, in days. Never extends past the CA certificate's own expiry.
+    type: int
+    default: 365
+  renew_before:
+    description:
+      - Re-issue the certificate (with the same key) when it expires within this many days.
+    type: int
+    default: 30
+  key_owner:
+    description: Owner of the key file (for IoT Edge, V(aziotks)).
+    type: str
+  key_group:
+    description: Group of the key file.
+    type: str
+  key_mode:
+    description:
+      - Mode of the key file. The file is created with this mode before it gets its name, so the key is never
+        readable by others, not even for a moment.
+    type: raw
+    default: "0600"
+  cert_owner:
+    description: Owner of the certificate file (for IoT Edge, V(aziotcs)).
+    type: str
+  cert_group:
+    description: Group of the certificate file.
+    type: str
+  cert_mode:
+    description: Mode of the certificate file.
+    type: raw
+    default: "0644"
+  backup:
+    description:
+      - Keep a timestamped copy of a key or certificate before replacing it.
+    type: bool
+    default: false
+  _phase:
+    description:
+      - Internal, set by the action plugin (V(inspect) or V(install)). Do not set it.
+    type: str
+  _certificate:
+    description:
+      - Internal, set by the action plugin (the signed certificate to install). Do not set it.
+    type: str
+notes:
+  - Requires C(cryptography) on the controller and on the device (Debian package C(python3-cryptography)).
+  - Writes are atomic (temporary file in the same directory, then rename), so a key or certificate file is never
+    half-written.
+seealso:
+  - module: iotfleet.aziot.x509_ca
+  - module: iotfleet.aziot.full_chain
+requirements:
+  - cryptography >= 38 (controller and device)
+"""
+
+EXAMPLES = r"""
+---
+- name: Ensure the device key and certificate (CN = registration id)
+  iotfleet.aziot.x509_device_cert:
+    registration_id: "{{ inventory_hostname }}"
+    key_path: /var/aziot/secrets/device-id.key.pem
+    cert_path: /var/aziot/certs/device-id.cert.pem
+    key_owner: aziotks
+    cert_owner: aziotcs
+    ca_cert_path: "{{ playbook_dir }}/../pki/intermediate-ca.cert.pem"
+    ca_key_path: "{{ playbook_dir }}/../pki/intermediate-ca.key.pem"
+  register: device_cert
+
+- name: Re-issue every certificate that expires within 90 days, keeping the keys
+  iotfleet.aziot.x509_device_cert:
+    registration_id: "{{ inventory_hostname }}"
+    key_path: /var/aziot/secrets/device-id.key.pem
+    cert_path: /var/aziot/certs/device-id.cert.pem
+    ca_cert_path: pki/intermediate-ca.cert.pem
+    ca_key_path: pki/intermediate-ca.key.pem
+    renew_before: 90
+
+- name: Move a device from RSA to EC P-256 (replaces the key, keeps a backup)
+  iotfleet.aziot.x509_device_cert:
+    registration_id: 182-con
+    key_path: /var/aziot/secrets/device-id.key.pem
+    cert_path: /var/aziot/certs/device-id.cert.pem
+    ca_cert_path: pki/intermediate-ca.cert.pem
+    ca_key_path: pki/intermediate-ca.key.pem
+    key_type: ec-p256
+    regenerate_key: on_mismatch
+    backup: true
+"""
+
+RETURN = r"""
+registration_id:
+  description: The registration id (certificate CN).
+  returned: always
+  type: str
+  sample: 182-con
+key_path:
+  description: Path of the device key on the device.
+  returned: always
+  type: str
+cert_path:
+  description: Path of the device certificate on the device.
+  returned: always
+  type: str
+key_type:
+  description: Type of the device key.
+  returned: always
+  type: str
+  sample: ec-p256
+key_generated:
+  description: Whether a new device key was (or, in check mode, would be) generated.
+  returned: always
+  type: bool
+reissued:
+  description: Whether the certificate was (or, in check mode, would be) issued.
+  returned: always
+  type: bool
+reissue_reasons:
+  description:
+    - "Why the certificate was issued, each as C(code: detail). Codes are V(missing), V(unparseable),
+      V(key_mismatch), V(key_type_changed), V(issuer_mismatch), V(cn_mismatch), V(not_yet_valid), V(expired),
+      V(renewal_window) and V(new_key)."
+  returned: always
+  type: list
+  elements: str
+  sample: ["renewal_window: expires 2027-01-01T00:00:00Z, within renew_before=30 days"]
+subject:
+  description: Subject of the device certificate.
+  returned: when a certificate exists (not in check mode before the first issue)
+  type: str
+  sample: CN=182-con
+issuer:
+  description: Issuer of the device certificate.
+  returned: when a certificate exists
+  type: str
+  sample: CN=iotfleet Intermediate CA
+serial_number:
+  description: Serial number, hexadecimal.
+  returned: when a certificate exists
+  type: str
+not_before:
+  description: Start of validity (UTC, ISO 8601).
+  returned: when a certificate exists
+  type: str
+not_after:
+  description: End of validity (UTC, ISO 8601).
+  returned: when a certificate exists
+  type: str
+  sample: "2027-11-23T10:00:00Z"
+sha1_thumbprint:
+  description: SHA-1 thumbprint, upper-case hex, as DPS and IoT Hub show it.
+  returned: when a certificate exists
+  type: str
+sha256_thumbprint:
+  description: SHA-256 thumbprint, upper-case hex.
+  returned: when a certificate exists
+  type: str
+backup_key:
+  description: Name of the backup of the previous key.
+  returned: when O(backup=true) and the key was replaced
+  type: str
+backup_cert:
+  description: Name of the backup of the previous certificate.
+  returned: when O(backup=true) and the certificate was replaced
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import module_argument_spec
+from ansible_collections.iotfleet.aziot.plugins.module_utils._files import (
+    file_args_for,
+    read_file,
+    write_file_atomic,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
+    CRYPTOGRAPHY_IMPORT_ERROR,
+    HAS_CRYPTOGRAPHY,
+    PkiError,
+    build_csr,
+    csr_to_pem,
+    generate_private_key,
+    key_type_of,
+    load_certificate,
+    load_private_key,
+    private_key_to_pem,
+    public_key_bytes,
+    public_key_pem,
+)
+
+
+def ensure_key(module, result: dict):
+    """Load the device key, or make one when missing or when the policy allows replacing it."""
+    params = module.params
+    registration_id = params["registration_id"]
+    key_path = params["key_path"]
+    policy = params["regenerate_key"]
+    wanted_type = params["key_type"]
+    key_args = file_args_for(module, key_path, params["key_owner"], params["key_group"], params["key_mode"])
+
+    existing = read_file(key_path)
+    key = None
+    reason = None
+    if existing is None:
+        reason = "new_key: no device key yet"
+    else:
+        try:
+            key = load_private_key(existing, f"{registration_id}: device key {key_path}")
+        except PkiError as exc:
+            if policy == "never":
+                module.fail_json(
+                    msg=f"{exc}; fix or remove it, or set regenerate_key=on_mismatch to replace it "
+                    "(with backup=true the old file is kept)"
+                )
+            reason = "new_key: the existing key was unreadable"
+        if key is not None and key_type_of(key) != wanted_type:
+            found = key_type_of(key)
+            if policy == "never":
+                module.fail_json(
+                    msg=f"{registration_id}: device key {key_path} is {found} but key_type is {wanted_type}; "
+                    f"set key_type={found} to keep it, or regenerate_key=on_mismatch to replace it"
+                )
+            key = None
+            reason = f"new_key: the existing key was {found}, key_type is {wanted_type}"
+        if key is not None and policy == "always":
+            key = None
+            reason = "new_key: regenerate_key=always"
+
+    if key is None:
+        result["key_generated"] = True
+        result["key_reason"] = reason
+        result["changed"] = True
+        if module.check_mode:
+            return None
+        key = generate_private_key(wanted_type)
+        backup = write_file_atomic(module, key_path, private_key_to_pem(key), key_args, params["backup"])
+        if backup:
+            result["backup_key"] = backup
+    if module.set_fs_attributes_if_different(key_args, False):
+        result["changed"] = True
+    return key
+
+
+def inspect(module) -> dict:
+    params = module.params
+    result = {"changed": False, "key_generated": False}
+    key = ensure_key(module, result)
+    cert_bytes = read_file(params["cert_path"])
+    result["certificate"] = cert_bytes.decode("utf-8", "replace") if cert_bytes is not None else None
+    if key is not None:
+        result["key_type"] = key_type_of(key)
+        result["public_key"] = public_key_pem(key)
+        result["csr"] = csr_to_pem(build_csr(key, params["registration_id"]))
+    if cert_bytes is not None:
+        cert_args = file_args_for(
+            module, params["cert_path"], params["cert_owner"], params["cert_group"], params["cert_mode"]
+        )
+        if module.set_fs_attributes_if_different(cert_args, False):
+            result["changed"] = True
+    return result
+
+
+def install(module) -> dict:
+    params = module.params
+    registration_id = params["registration_id"]
+    try:
+        cert = load_certificate(params["_certificate"].encode("ascii"), f"{registration_id}: signed certificate")
+        key = load_private_key(read_file(params["key_path"]) or b"", f"{registration_id}: device key")
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))
+    if public_key_bytes(cert.public_key()) != public_key_bytes(key):
+        module.fail_json(
+            msg=f"{registration_id}: the signed certificate does not match the key at {params['key_path']} "
+            "(the key changed during the run?); run again"
+        )
+    cert_args = file_args_for(
+        module, params["cert_path"], params["cert_owner"], params["cert_group"], params["cert_mode"]
+    )
+    result = {"changed": False}
+    content = params["_certificate"].encode("ascii")
+    if read_file(params["cert_path"]) != content:
+        result["changed"] = True
+        if not module.check_mode:
+            backup = write_file_atomic(module, params["cert_path"], content, cert_args, params["backup"])
+            if backup:
+                result["backup_cert"] = backup
+    if module.set_fs_attributes_if_different(cert_args, False):
+        result["changed"] = True
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=module_argument_spec(), supports_check_mode=True)
+    if not HAS_CRYPTOGRAPHY:
+        module.fail_json(
+            msg=missing_required_lib("cryptography") + " (on Debian: apt install python3-cryptography)",
+            exception=CRYPTOGRAPHY_IMPORT_ERROR,
+        )
+    phase = module.params["_phase"]
+    if phase == "inspect":
+        module.exit_json(**inspect(module))
+    elif phase == "install":
+        module.exit_json(**install(module))
+    module.fail_json(
+        msg="iotfleet.aziot.x509_device_cert must run through its action plugin; call it by that name "
+        "in a task (it signs on the controller)"
+    )
+
+
+if __name__ == "__main__":
+    main()
