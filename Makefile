@@ -13,11 +13,12 @@ export PATH := $(BIN):$(PATH)
 # Containers built for tests use the repo's podman settings (DESIGN.md §7).
 export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
 
-.PHONY: help venv lint ruff ansible-lint sanity unit integration molecule test demo bench clean
+.PHONY: help venv lint ruff ansible-lint sanity unit integration images containers molecule test demo bench clean
 
 help:
 	@echo "make venv         build .venv with every Python dependency"
-	@echo "make test         ruff, ansible-lint, ansible-test sanity, unit, integration (everything CI runs)"
+	@echo "make test         ruff, ansible-lint, ansible-test sanity, unit, integration, containers, molecule (what CI runs)"
+	@echo "make images       install podman & co. and build the local Debian test images (amd64 + arm64)"
 	@echo "make demo         provision a small container fleet against the local DPS emulator"
 	@echo "make clean        remove build output"
 
@@ -62,7 +63,20 @@ unit: venv
 integration: venv
 	pytest -q tests/integration $(PYTEST_ARGS)
 
-test: lint sanity unit integration
+# Container targets (DESIGN.md §7): host packages, then locally built Debian images (amd64 and
+# emulated arm64). Both steps skip what is already there.
+images:
+	tests/containers/install-host-deps.sh
+	tests/containers/build-images.sh
+
+containers: venv images
+	pytest -q tests/containers $(PYTEST_ARGS)
+
+# No prerun (see extensions/molecule/smoke/molecule.yml): the collection comes from .collections.
+molecule: venv images
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections molecule test --all
+
+test: lint sanity unit integration containers molecule
 	@echo "make test: all suites passed"
 
 clean:

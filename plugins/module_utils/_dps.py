@@ -1,0 +1,552 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Azure IoT Hub Device Provisioning Service (DPS) device REST client.
+
+Runs on the device with only the Python standard library and ansible.module_utils (DESIGN.md section 4):
+request building, SAS tokens, bounded retries and operation polling. The transport is injectable so that
+unit tests need no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import hmac
+import http.client
+import json
+import math
+import re
+import ssl
+import time
+import typing as t
+import urllib.error
+import urllib.parse
+
+from ansible.module_utils.urls import Request
+
+USER_AGENT = "iotfleet.aziot-dps_register/0.1.0"
+DEFAULT_PROVISIONING_HOST = "global.azure-devices-provisioning.net"
+API_VERSIONS = ("2019-03-31", "2021-06-01", "2021-10-01")
+DEFAULT_API_VERSION = "2021-06-01"
+FINAL_STATUSES = ("assigned", "failed", "disabled")
+RETRY_AFTER_MIN = 1.0
+RETRY_AFTER_MAX = 30.0
+# Poll interval when DPS sends no Retry-After (the SDKs use 2 s).
+DEFAULT_POLL_INTERVAL = 2.0
+MAX_REGISTRATION_ID_LENGTH = 64
+_REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9\-._:]*[A-Za-z0-9\-]$")
+_PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.DOTALL)
+_OID_COMMON_NAME = b"\x55\x04\x03"  # 2.5.4.3
+
+
+class DpsError(Exception):
+    """Every failure of the DPS client: HTTP status, DPS errorCode, message and trackingId when known."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        error_code: int | None = None,
+        tracking_id: str | None = None,
+        timed_out: bool = False,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.detail = detail if detail is not None else message
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.tracking_id = tracking_id
+        self.timed_out = timed_out
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransportError(Exception):
+    """A request that got no HTTP answer (connection refused/reset, timeout). Retryable."""
+
+
+class CertificateVerifyError(Exception):
+    """The server's TLS certificate did not verify. Not retryable."""
+
+
+class Response:
+    """An HTTP answer: status, lower-cased headers and the decoded JSON body (None when not JSON)."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = {key.lower(): value for key, value in headers.items()}
+        self.raw = body
+        self.json: t.Any = None
+        if body:
+            try:
+                self.json = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                self.json = None
+
+
+Transport = t.Callable[[str, str, t.Optional[bytes], dict, float], Response]
+
+
+# --- validation and key material ------------------------------------------------------------------------------
+
+
+def validate_registration_id(registration_id: str) -> str | None:
+    """Return why registration_id breaks the DPS rules, or None when it is valid."""
+    if not registration_id:
+        return "registration_id must not be empty"
+    if len(registration_id) > MAX_REGISTRATION_ID_LENGTH:
+        return "registration_id %r is %d characters long; DPS allows at most %d" % (
+            registration_id,
+            len(registration_id),
+            MAX_REGISTRATION_ID_LENGTH,
+        )
+    if not _REGISTRATION_ID_RE.match(registration_id):
+        return (
+            "registration_id %r is not valid for DPS: use letters, digits and '-', '.', '_', ':' only, "
+            "and end with a letter, a digit or '-'" % registration_id
+        )
+    return None
+
+
+def split_provisioning_host(provisioning_host: str) -> tuple[str, int]:
+    """Split 'host' or 'host:port' (an 'https://' prefix is tolerated) into (host, port)."""
+    value = provisioning_host.strip()
+    if value.lower().startswith("https://"):
+        value = value[len("https://") :]
+    value = value.rstrip("/")
+    if not value or "/" in value or "://" in value:
+        raise ValueError("provisioning_host %r must be a host name or host:port" % provisioning_host)
+    host, sep, port_text = value.rpartition(":")
+    if sep and not host.endswith("]") and ":" in host:
+        # bare IPv6 address without brackets and without a port
+        return value, 443
+    if not sep:
+        return value, 443
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("provisioning_host %r has an invalid port %r" % (provisioning_host, port_text))
+    return host, int(port_text)
+
+
+def decode_key(key: str, option: str) -> bytes:
+    """Base64-decode a DPS key; raise ValueError naming the option when it is not base64."""
+    try:
+        decoded = base64.b64decode(key.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("%s is not valid base64 (copy the key exactly as DPS shows it)" % option) from None
+    if not decoded:
+        raise ValueError("%s is empty" % option)
+    return decoded
+
+
+def derive_device_key(group_key: str, registration_id: str) -> str:
+    """Device key of a symmetric-key enrollment group: base64(HMAC-SHA256(b64decode(group key), registration id))."""
+    digest = hmac.new(decode_key(group_key, "group_key"), registration_id.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def sas_token(id_scope: str, registration_id: str, device_key: str, expiry: int) -> str:
+    """The DPS device SAS token (Authorization header value).
+
+    Signs the url-encoded resource, as the Azure IoT Python SDK does
+    (azure-iot-sdk-python, azure-iot-device/azure/iot/device/common/auth/sastoken.py, RenewableSasToken._build_token:
+    ``url_encoded_uri = urllib.parse.quote(self._uri, safe="")``, ``message = url_encoded_uri + "\\n" + expiry``,
+    signature quoted with ``safe=""``, key name ``registration`` for DPS).
+    """
+    resource = urllib.parse.quote("%s/registrations/%s" % (id_scope, registration_id), safe="")
+    message = ("%s\n%d" % (resource, expiry)).encode("utf-8")
+    signature = base64.b64encode(hmac.new(decode_key(device_key, "symmetric key"), message, hashlib.sha256).digest())
+    return "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=registration" % (
+        resource,
+        urllib.parse.quote(signature.decode("ascii"), safe=""),
+        expiry,
+    )
+
+
+def pem_certificates(pem_text: str) -> list[bytes]:
+    """The DER bytes of every certificate in a PEM text, in file order."""
+    certificates = []
+    for match in _PEM_CERT_RE.finditer(pem_text):
+        try:
+            certificates.append(base64.b64decode("".join(match.group(1).split()), validate=True))
+        except (binascii.Error, ValueError):
+            raise ValueError("a certificate block is not valid base64") from None
+    return certificates
+
+
+def thumbprints(der: bytes) -> dict[str, str]:
+    """SHA-1 and SHA-256 thumbprints (upper-case hex, as DPS reports them) of a DER certificate."""
+    return {
+        "sha1": hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - DPS identifies certificates by SHA-1 too
+        "sha256": hashlib.sha256(der).hexdigest().upper(),
+    }
+
+
+def _der_read(data: bytes, offset: int) -> tuple[int, int, int]:
+    """Read one DER TLV at offset: return (tag, content start, content end)."""
+    tag = data[offset]
+    length = data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, end
+
+
+def _der_children(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    children = []
+    offset = start
+    while offset < end:
+        child = _der_read(data, offset)
+        children.append(child)
+        offset = child[2]
+    return children
+
+
+def certificate_common_name(der: bytes) -> str | None:
+    """The subject CN of a DER certificate, or None when it has none or cannot be parsed."""
+    try:
+        _tag, start, end = _der_read(der, 0)  # Certificate
+        _tag, start, end = _der_children(der, start, end)[0]  # tbsCertificate
+        fields = _der_children(der, start, end)
+        if fields[0][0] == 0xA0:  # [0] version
+            fields = fields[1:]
+        # serialNumber, signature, issuer, validity, subject
+        _tag, start, end = fields[4]
+        for _set_tag, set_start, set_end in _der_children(der, start, end):
+            for _seq_tag, seq_start, seq_end in _der_children(der, set_start, set_end):
+                oid, value = _der_children(der, seq_start, seq_end)[:2]
+                if der[oid[1] : oid[2]] == _OID_COMMON_NAME:
+                    encoding = "utf-16-be" if value[0] == 0x1E else "utf-8"
+                    return der[value[1] : value[2]].decode(encoding)
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def is_already_assigned(state: dict | None, attestation: str, leaf_thumbprints: dict[str, str] | None) -> bool:
+    """Whether a status-lookup result shows this device assigned with the attestation we would register with."""
+    if not isinstance(state, dict) or state.get("status") != "assigned":
+        return False
+    if attestation == "x509":
+        certificate_info = (state.get("x509") or {}).get("certificateInfo") or {}
+        if not leaf_thumbprints:
+            return False
+        for algorithm, field in (("sha1", "sha1Thumbprint"), ("sha256", "sha256Thumbprint")):
+            reported = certificate_info.get(field)
+            if reported and reported.replace(":", "").upper() == leaf_thumbprints[algorithm]:
+                return True
+        return False
+    return isinstance(state.get("symmetricKey"), dict)
+
+
+# --- retries ------------------------------------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), clamped to [1, 30]; None when absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, RETRY_AFTER_MIN), RETRY_AFTER_MAX)
+
+
+def backoff_delay(attempt: int, retry_after: float | None) -> float:
+    """Delay before retry number `attempt` (1-based): Retry-After if given, else 1, 2, 4 ... capped at 30 s."""
+    if retry_after is not None:
+        return retry_after
+    return min(RETRY_AFTER_MAX, float(2 ** (attempt - 1)))
+
+
+# --- transport ----------------------------------------------------------------------------------------------------
+
+
+def urls_transport(
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    ca_path: str | None = None,
+    validate_certs: bool = True,
+) -> Transport:
+    """A transport built on ansible.module_utils.urls.Request (TLS client certificate, CA path, timeouts)."""
+    request = Request(
+        validate_certs=validate_certs,
+        client_cert=client_cert,
+        client_key=client_key,
+        ca_path=ca_path,
+        http_agent=USER_AGENT,
+        follow_redirects="none",
+        use_proxy=True,
+    )
+
+    def send(method: str, url: str, data: bytes | None, headers: dict, timeout: float) -> Response:
+        try:
+            response = request.open(method, url, data=data, headers=headers, timeout=timeout)
+            return Response(response.status, dict(response.headers.items()), response.read())
+        except urllib.error.HTTPError as error:
+            body = b""
+            try:
+                body = error.read()
+            except (OSError, http.client.HTTPException):
+                body = b""
+            return Response(error.code, dict(error.headers.items()) if error.headers else {}, body)
+        except urllib.error.URLError as error:
+            reason = error.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise CertificateVerifyError(str(reason.verify_message or reason)) from None
+            raise TransportError(str(reason)) from None
+        except ssl.SSLCertVerificationError as error:
+            raise CertificateVerifyError(str(error.verify_message or error)) from None
+        except (OSError, http.client.HTTPException) as error:
+            # connection reset/refused, RemoteDisconnected, read timeouts, TLS alerts
+            raise TransportError("%s: %s" % (type(error).__name__, error)) from None
+
+    return send
+
+
+# --- the client ---------------------------------------------------------------------------------------------------
+
+
+class DpsClient:
+    """DPS device API for one registration: status lookup, register, poll; bounded by one overall deadline."""
+
+    def __init__(
+        self,
+        id_scope: str,
+        registration_id: str,
+        transport: Transport,
+        provisioning_host: str = DEFAULT_PROVISIONING_HOST,
+        api_version: str = DEFAULT_API_VERSION,
+        device_key: str | None = None,
+        sas_ttl: int = 3600,
+        timeout: float = 120,
+        request_timeout: float = 30,
+        log: t.Callable[[str], None] | None = None,
+        clock: t.Callable[[], float] = time.monotonic,
+        wall_clock: t.Callable[[], float] = time.time,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        host, port = split_provisioning_host(provisioning_host)
+        self.base_url = "https://%s%s" % (host, "" if port == 443 else ":%d" % port)
+        self.id_scope = id_scope
+        self.registration_id = registration_id
+        self.transport = transport
+        self.api_version = api_version
+        self.device_key = device_key
+        self.sas_ttl = sas_ttl
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self.log = log or (lambda message: None)
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self.deadline = clock() + timeout
+        self.attempts = 0
+        self.retries = 0
+        self.last_status: str | None = None
+
+    def _url(self, suffix: str) -> str:
+        path = "/%s/registrations/%s%s" % (
+            urllib.parse.quote(self.id_scope, safe=""),
+            urllib.parse.quote(self.registration_id, safe=":"),
+            suffix,
+        )
+        return "%s%s?api-version=%s" % (self.base_url, path, urllib.parse.quote(self.api_version, safe=""))
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if self.device_key is not None:
+            expiry = int(self.wall_clock()) + int(self.sas_ttl)
+            headers["Authorization"] = sas_token(self.id_scope, self.registration_id, self.device_key, expiry)
+        return headers
+
+    def _timeout_error(self, what: str) -> DpsError:
+        return DpsError(
+            "%s: DPS did not finish within timeout=%ss (%s; %d requests, %d retries)"
+            % (self.registration_id, _seconds(self.timeout), what, self.attempts, self.retries),
+            timed_out=True,
+        )
+
+    def request(self, method: str, suffix: str, body: dict | None = None) -> Response:
+        """Send one request, retrying 429/5xx/connection errors with backoff inside the overall deadline."""
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        url = self._url(suffix)
+        action = {"": "status lookup", "/register": "register"}.get(suffix, "operation status")
+        failures = 0
+        while True:
+            remaining = self.deadline - self.clock()
+            if remaining <= 0:
+                raise self._timeout_error("time ran out before %s; last status: %s" % (action, self.last_status))
+            self.attempts += 1
+            retry_after = None
+            try:
+                response = self.transport(method, url, data, self._headers(), min(self.request_timeout, remaining))
+            except CertificateVerifyError as error:
+                raise DpsError(
+                    "%s: the DPS server certificate did not verify (%s); set ca_path to the CA that signed it"
+                    % (self.registration_id, error)
+                ) from None
+            except TransportError as error:
+                reason = "connection error (%s)" % error
+            else:
+                if response.status != 429 and response.status < 500:
+                    return response
+                reason = "HTTP %d" % response.status
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
+            self.last_status = reason
+            failures += 1
+            delay = backoff_delay(failures, retry_after)
+            if self.clock() + delay >= self.deadline:
+                raise self._timeout_error("%s kept failing, last with %s" % (action, reason))
+            self.retries += 1
+            self.log(
+                "dps_register %s: %s got %s; retry %d in %.1fs"
+                % (self.registration_id, action, reason, failures, delay)
+            )
+            self.sleep(delay)
+
+    def _error(self, response: Response, action: str) -> DpsError:
+        body = response.json if isinstance(response.json, dict) else {}
+        error_code = body.get("errorCode")
+        try:
+            error_code = int(error_code) if error_code is not None else None
+        except (TypeError, ValueError):
+            error_code = None
+        message = body.get("message") or body.get("Message") or response.raw.decode("utf-8", "replace").strip()
+        return DpsError(
+            "%s: %s failed: HTTP %d%s: %s"
+            % (
+                self.registration_id,
+                action,
+                response.status,
+                " (%d)" % error_code if error_code is not None else "",
+                message or "no error body",
+            ),
+            status=response.status,
+            error_code=error_code,
+            tracking_id=body.get("trackingId"),
+            detail=message or "no error body",
+        )
+
+    def status_lookup(self) -> dict | None:
+        """The device's registration state (DeviceRegistrationResult), or None when DPS has no registration."""
+        response = self.request("POST", "", {"registrationId": self.registration_id})
+        if response.status == 404:
+            return None
+        if response.status != 200 or not isinstance(response.json, dict):
+            raise self._error(response, "status lookup")
+        return response.json
+
+    def register(self, payload: dict | None = None) -> dict:
+        """PUT register, then poll the operation until assigned/failed/disabled. Returns the operation status."""
+        body: dict[str, t.Any] = {"registrationId": self.registration_id}
+        if payload is not None:
+            body["payload"] = payload
+        response = self.request("PUT", "/register", body)
+        if response.status not in (200, 202) or not isinstance(response.json, dict):
+            raise self._error(response, "register")
+        operation = response.json
+        while True:
+            status = operation.get("status")
+            state = operation.get("registrationState")
+            if status is None and isinstance(state, dict):
+                status = state.get("status")
+            self.last_status = status
+            if status in FINAL_STATUSES:
+                return operation
+            operation_id = operation.get("operationId")
+            if not operation_id:
+                raise DpsError(
+                    "%s: DPS answered register with status %r and no operationId" % (self.registration_id, status),
+                    status=response.status,
+                )
+            delay = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
+            delay = DEFAULT_POLL_INTERVAL if delay is None else delay
+            if self.clock() + delay >= self.deadline:
+                raise self._timeout_error("operation %s still %s" % (operation_id, status))
+            self.sleep(delay)
+            response = self.request("GET", "/operations/%s" % urllib.parse.quote(operation_id, safe=""))
+            if response.status not in (200, 202) or not isinstance(response.json, dict):
+                raise self._error(response, "operation status")
+            previous_id = operation_id
+            operation = response.json
+            operation.setdefault("operationId", previous_id)
+
+
+def _seconds(value: float) -> str:
+    return ("%d" % value) if float(value).is_integer() else ("%.1f" % value)
+
+
+# --- error explanations -------------------------------------------------------------------------------------------
+
+
+def explain_error(
+    error: DpsError,
+    registration_id: str,
+    attestation: str,
+    chain_length: int | None = None,
+) -> str:
+    """One line telling the user what DPS refused and how to fix it."""
+    if error.timed_out or error.status is None:
+        return error.message
+    code = " (%d)" % error.error_code if error.error_code is not None else ""
+    detail = error.detail
+    lowered = detail.lower()
+    if "disabled" in lowered:
+        return "%s: enrollment is disabled in DPS%s: %s; enable the enrollment (or the device's registration)" % (
+            registration_id,
+            code,
+            detail,
+        )
+    if error.status == 401:
+        if attestation == "x509":
+            if chain_length == 1:
+                return (
+                    "%s: DPS refused the certificate%s: the chain you sent stops at the device certificate; send "
+                    "the full chain (device + intermediate) in client_cert" % (registration_id, code)
+                )
+            return (
+                "%s: DPS refused the certificate%s: %s; check that an enrollment exists for this device or for "
+                "a verified CA in client_cert's chain" % (registration_id, code, detail)
+            )
+        return (
+            "%s: DPS refused the SAS token%s: %s; check symmetric_key/group_key against the enrollment, "
+            "and the device clock" % (registration_id, code, detail)
+        )
+    if error.status == 404:
+        return "%s: DPS found no enrollment%s: %s; check id_scope and that an enrollment exists for this device" % (
+            registration_id,
+            code,
+            detail,
+        )
+    if error.error_code == 400004 or "api-version" in lowered or "api version" in lowered:
+        return "%s: DPS rejected api_version%s: %s; use one of %s" % (
+            registration_id,
+            code,
+            detail,
+            ", ".join(API_VERSIONS),
+        )
+    return error.message

@@ -1,0 +1,399 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: dps_register
+short_description: Register a device with the Azure IoT Hub Device Provisioning Service
+version_added: 0.1.0
+description:
+  - Registers a device with Azure IoT Hub Device Provisioning Service (DPS) over the DPS device REST API, with
+    X.509 (TLS client certificate) or symmetric key (SAS token) attestation, and returns the IoT Hub and device id
+    DPS assigned.
+  - Looks the registration up first; when DPS already shows the device assigned with the same attestation (the same
+    device certificate, or a symmetric key), nothing is sent and the module reports no change.
+  - Otherwise sends a register request and polls the operation until DPS reports C(assigned), C(failed) or
+    C(disabled), retrying HTTP 429, 5xx and connection errors with bounded backoff within O(timeout).
+  - Needs only Python's standard library on the target, so it runs on the device itself (the device key never
+    leaves it). It can also be delegated to the controller.
+author: iotfleet developers (@iotfleet)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Check mode does the status lookup (a read) and reports whether a registration would be sent.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  id_scope:
+    description: The DPS ID scope, for example V(0ne00000000).
+    type: str
+    required: true
+  registration_id:
+    description:
+      - The registration id. For X.509 attestation it must equal the device certificate's subject CN.
+      - At most 64 characters; letters, digits and V(-), V(.), V(_), V(:); the last character a letter, a digit or
+        V(-).
+    type: str
+    required: true
+  provisioning_host:
+    description: The DPS device endpoint, as V(host) or V(host:port).
+    type: str
+    default: global.azure-devices-provisioning.net
+  api_version:
+    description: The DPS REST API version to send.
+    type: str
+    default: '2021-06-01'
+    choices: ['2019-03-31', '2021-06-01', '2021-10-01']
+  attestation:
+    description: How the device proves its identity.
+    type: str
+    default: x509
+    choices: [x509, symmetric_key]
+  client_cert:
+    description:
+      - Path of the device certificate chain (PEM) for O(attestation=x509), on the host that runs the module.
+      - The device certificate first, then the intermediate CA certificate(s); DPS refuses a group enrollment when
+        only the device certificate is sent.
+      - Required when O(attestation=x509).
+    type: path
+  client_key:
+    description:
+      - Path of the device private key (PEM) for O(attestation=x509).
+      - Required when O(attestation=x509).
+    type: path
+  symmetric_key:
+    description:
+      - The device's symmetric key (base64) for O(attestation=symmetric_key) with an individual enrollment, or a key
+        already derived from a group key.
+      - Mutually exclusive with O(group_key).
+    type: str
+  group_key:
+    description:
+      - The symmetric-key enrollment group key (base64). The device key is derived from it and O(registration_id)
+        as base64(HMAC-SHA256(group key, registration id)).
+      - Mutually exclusive with O(symmetric_key).
+    type: str
+  sas_ttl:
+    description: Lifetime in seconds of the SAS tokens sent with O(attestation=symmetric_key).
+    type: int
+    default: 3600
+  payload:
+    description: Custom data sent with the registration (returned by DPS to custom allocation policies).
+    type: dict
+  ca_path:
+    description: PEM file of the CA certificates that sign the DPS server certificate (default the system trust).
+    type: path
+  validate_certs:
+    description:
+      - Whether to verify the DPS server certificate. Only turn off for tests; a warning is emitted.
+    type: bool
+    default: true
+  timeout:
+    description: Overall time limit in seconds for the lookup, the registration, retries and polling together.
+    type: int
+    default: 120
+  request_timeout:
+    description: Time limit in seconds for a single HTTP request.
+    type: int
+    default: 30
+  force:
+    description: Register again even when DPS already shows the device assigned with the same attestation.
+    type: bool
+    default: false
+notes:
+  - The enrollment (individual or group) must exist in DPS; this module does not manage enrollments.
+seealso:
+  - name: DPS device REST API
+    description: Register a device with the Device Provisioning Service.
+    link: https://learn.microsoft.com/rest/api/iot-dps/device/runtime-registration/register-device
+"""
+
+EXAMPLES = r"""
+---
+- name: Register the device with its certificate chain (group enrollment on the intermediate CA)
+  iotfleet.aziot.dps_register:
+    id_scope: 0ne00ABCDEF
+    registration_id: "{{ inventory_hostname }}"
+    client_cert: /etc/aziot/certs/device-full-chain.pem
+    client_key: /etc/aziot/keys/device.key.pem
+  register: dps
+
+- name: Show where the device went
+  ansible.builtin.debug:
+    msg: "{{ dps.device_id }} is on {{ dps.assigned_hub }}"
+
+- name: Register with a symmetric-key enrollment group
+  iotfleet.aziot.dps_register:
+    id_scope: 0ne00ABCDEF
+    registration_id: "{{ inventory_hostname }}"
+    attestation: symmetric_key
+    group_key: "{{ vault_dps_group_key }}"
+    payload:
+      site: plant-3
+"""
+
+RETURN = r"""
+status:
+  description: The registration status DPS reports (V(assigned), V(failed), V(disabled), V(unassigned) in check mode).
+  returned: always
+  type: str
+  sample: assigned
+substatus:
+  description: The DPS substatus, for example V(initialAssignment).
+  returned: when DPS reports it
+  type: str
+  sample: initialAssignment
+assigned_hub:
+  description: The IoT Hub host name the device is assigned to.
+  returned: when assigned
+  type: str
+  sample: contoso-hub.azure-devices.net
+device_id:
+  description: The device id in the IoT Hub.
+  returned: when assigned
+  type: str
+  sample: pi-0042
+operation_id:
+  description: The DPS operation id of the registration this run sent.
+  returned: when a registration was sent
+  type: str
+  sample: 5.316aac5bdc130deb.b1e02da8-c3a0-4ff2-a121-7ea7a6b7f550
+registration_state:
+  description: The DPS registration state (DeviceRegistrationResult) as returned by DPS.
+  returned: when DPS returned one
+  type: dict
+  sample: {"registrationId": "pi-0042", "status": "assigned", "assignedHub": "contoso-hub.azure-devices.net"}
+attempts:
+  description: Number of HTTP requests sent to DPS.
+  returned: always
+  type: int
+  sample: 3
+retries:
+  description: Number of requests retried after HTTP 429, 5xx or a connection error.
+  returned: always
+  type: int
+  sample: 0
+http_status:
+  description: The HTTP status of the DPS answer that made the module fail.
+  returned: on failure, when DPS answered with an error
+  type: int
+  sample: 401
+error_code:
+  description: The DPS C(errorCode) of the answer that made the module fail.
+  returned: on failure, when DPS answered with an error
+  type: int
+  sample: 401002
+tracking_id:
+  description: The DPS C(trackingId) of the failed request, for Azure support.
+  returned: on failure, when DPS sent one
+  type: str
+  sample: 5b7c2f4a-0c5e-4a8e-9c1e-7f0a1a2b3c4d
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
+    API_VERSIONS,
+    DEFAULT_API_VERSION,
+    DEFAULT_PROVISIONING_HOST,
+    DpsClient,
+    DpsError,
+    certificate_common_name,
+    decode_key,
+    derive_device_key,
+    explain_error,
+    is_already_assigned,
+    pem_certificates,
+    split_provisioning_host,
+    thumbprints,
+    urls_transport,
+    validate_registration_id,
+)
+
+
+def argument_spec() -> dict:
+    return dict(
+        id_scope=dict(type="str", required=True),
+        registration_id=dict(type="str", required=True),
+        provisioning_host=dict(type="str", default=DEFAULT_PROVISIONING_HOST),
+        api_version=dict(type="str", default=DEFAULT_API_VERSION, choices=list(API_VERSIONS)),
+        attestation=dict(type="str", default="x509", choices=["x509", "symmetric_key"]),
+        client_cert=dict(type="path"),
+        client_key=dict(type="path", no_log=False),
+        symmetric_key=dict(type="str", no_log=True),
+        group_key=dict(type="str", no_log=True),
+        sas_ttl=dict(type="int", default=3600),
+        payload=dict(type="dict"),
+        ca_path=dict(type="path"),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="int", default=120),
+        request_timeout=dict(type="int", default=30),
+        force=dict(type="bool", default=False),
+    )
+
+
+def read_text(module: AnsibleModule, option: str) -> str:
+    path = module.params[option]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        module.fail_json(msg="%s: %s %s does not exist" % (module.params["registration_id"], option, path))
+    except (OSError, UnicodeDecodeError) as error:
+        module.fail_json(msg="%s: cannot read %s %s: %s" % (module.params["registration_id"], option, path, error))
+    return ""
+
+
+def x509_material(module: AnsibleModule) -> tuple[dict[str, str], int]:
+    """Check the certificate chain and key files; return the leaf thumbprints and the chain length."""
+    registration_id = module.params["registration_id"]
+    try:
+        chain = pem_certificates(read_text(module, "client_cert"))
+    except ValueError as error:
+        module.fail_json(msg="%s: client_cert %s: %s" % (registration_id, module.params["client_cert"], error))
+    if not chain:
+        module.fail_json(
+            msg="%s: client_cert %s holds no PEM certificate" % (registration_id, module.params["client_cert"])
+        )
+    if "PRIVATE KEY-----" not in read_text(module, "client_key"):
+        module.fail_json(
+            msg="%s: client_key %s holds no PEM private key" % (registration_id, module.params["client_key"])
+        )
+    common_name = certificate_common_name(chain[0])
+    if common_name is not None and common_name != registration_id:
+        module.fail_json(
+            msg="registration id '%s' does not match certificate CN '%s' (the first certificate in %s); DPS requires "
+            "them to be equal" % (registration_id, common_name, module.params["client_cert"])
+        )
+    return thumbprints(chain[0]), len(chain)
+
+
+def summary(operation_or_state: dict | None) -> dict:
+    state = operation_or_state or {}
+    if "registrationState" in state or "operationId" in state:
+        registration_state = state.get("registrationState") or {}
+        status = state.get("status") or registration_state.get("status")
+    else:
+        registration_state = state
+        status = state.get("status")
+    result = dict(status=status or "unassigned", registration_state=registration_state)
+    for key, name in (("substatus", "substatus"), ("assignedHub", "assigned_hub"), ("deviceId", "device_id")):
+        if registration_state.get(key) is not None:
+            result[name] = registration_state[key]
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        mutually_exclusive=[("symmetric_key", "group_key")],
+        required_if=[
+            ("attestation", "x509", ("client_cert", "client_key")),
+            ("attestation", "symmetric_key", ("symmetric_key", "group_key"), True),
+        ],
+    )
+    params = module.params
+    registration_id = params["registration_id"]
+    problem = validate_registration_id(registration_id)
+    if problem:
+        module.fail_json(msg=problem)
+    if not params["id_scope"].strip():
+        module.fail_json(msg="%s: id_scope must not be empty" % registration_id)
+    try:
+        split_provisioning_host(params["provisioning_host"])
+    except ValueError as error:
+        module.fail_json(msg="%s: %s" % (registration_id, error))
+    for option in ("timeout", "request_timeout", "sas_ttl"):
+        if params[option] <= 0:
+            module.fail_json(msg="%s: %s must be a positive number of seconds" % (registration_id, option))
+    if not params["validate_certs"]:
+        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
+
+    attestation = params["attestation"]
+    leaf_thumbprints = None
+    chain_length = None
+    device_key = None
+    if attestation == "x509":
+        leaf_thumbprints, chain_length = x509_material(module)
+    else:
+        try:
+            if params["group_key"] is not None:
+                device_key = derive_device_key(params["group_key"], registration_id)
+            else:
+                decode_key(params["symmetric_key"], "symmetric_key")
+                device_key = params["symmetric_key"]
+        except ValueError as error:
+            module.fail_json(msg="%s: %s" % (registration_id, error))
+
+    client = DpsClient(
+        id_scope=params["id_scope"].strip(),
+        registration_id=registration_id,
+        transport=urls_transport(
+            client_cert=params["client_cert"] if attestation == "x509" else None,
+            client_key=params["client_key"] if attestation == "x509" else None,
+            ca_path=params["ca_path"],
+            validate_certs=params["validate_certs"],
+        ),
+        provisioning_host=params["provisioning_host"],
+        api_version=params["api_version"],
+        device_key=device_key,
+        sas_ttl=params["sas_ttl"],
+        timeout=params["timeout"],
+        request_timeout=params["request_timeout"],
+        log=module.log,
+    )
+
+    def fail(message: str, **extra) -> None:
+        extra = {key: value for key, value in extra.items() if value is not None}
+        module.fail_json(msg=message, attempts=client.attempts, retries=client.retries, **extra)
+
+    try:
+        state = client.status_lookup()
+        if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
+            module.exit_json(changed=False, attempts=client.attempts, retries=client.retries, **summary(state))
+        if module.check_mode:
+            result = summary(state)
+            module.exit_json(changed=True, attempts=client.attempts, retries=client.retries, **result)
+        operation = client.register(params["payload"])
+    except DpsError as error:
+        fail(
+            explain_error(error, registration_id, attestation, chain_length),
+            http_status=error.status,
+            error_code=error.error_code,
+            tracking_id=error.tracking_id,
+        )
+        return
+
+    result = summary(operation)
+    result["operation_id"] = operation.get("operationId")
+    registration_state = result["registration_state"]
+    if result["status"] == "disabled":
+        reason = registration_state.get("errorMessage")
+        fail(
+            "%s: enrollment is disabled in DPS%s; enable the enrollment (or this device's registration) in DPS and run "
+            "again" % (registration_id, " (%s)" % reason if reason else ""),
+            **result,
+        )
+    if result["status"] != "assigned":
+        fail(
+            "%s: DPS registration %s (errorCode %s): %s"
+            % (
+                registration_id,
+                result["status"],
+                registration_state.get("errorCode", "none"),
+                registration_state.get("errorMessage") or "no error message",
+            ),
+            **result,
+        )
+    module.exit_json(changed=True, attempts=client.attempts, retries=client.retries, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what the host needs to build and run the test containers (DESIGN.md §7):
+# podman + runc (crun fails on our machines), debootstrap, and qemu-user-static +
+# binfmt-support for the emulated arm64 (Raspberry-Pi-like) target.
+# Idempotent and quiet: only calls apt when something is missing. Needs root on Debian 12.
+set -euo pipefail
+
+PACKAGES=(podman runc containernetworking-plugins iptables debootstrap qemu-user-static binfmt-support uidmap fuse-overlayfs slirp4netns)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-host-deps.sh: must run as root (apt-get, binfmt_misc); try: sudo $0" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-host-deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# arm64 emulation: binfmt_misc must be mounted and qemu-aarch64 registered.
+if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  update-binfmts --enable qemu-aarch64
+fi
+if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+  echo "install-host-deps.sh: qemu-aarch64 binfmt handler is not enabled" >&2
+  exit 1
+fi
