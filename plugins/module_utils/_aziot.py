@@ -292,11 +292,13 @@ def _check_method(value: Any, path: str, methods: Mapping[str, Any]) -> str:
     return str(method)
 
 
-def _attestation_schema(value: Any, path: str) -> Table:
-    method = _check_method(value, path, ATTESTATION_KEYS)
-    keys = ATTESTATION_KEYS[method]
-    foreign = frozenset(k for spec in ATTESTATION_KEYS.values() for k in spec) - frozenset(keys)
-    required = ATTESTATION_REQUIRED[method]
+def _method_schema(value: Any, path: str, keys_by_method: dict, required_by_method: dict) -> Table:
+    """Schema of a table whose allowed keys depend on its `method` ([provisioning.attestation] and
+    [provisioning.authentication])."""
+    method = _check_method(value, path, keys_by_method)
+    keys = keys_by_method[method]
+    foreign = frozenset(k for spec in keys_by_method.values() for k in spec) - frozenset(keys)
+    required = required_by_method[method]
     if method == "x509" and isinstance(value.get("identity_cert"), str):
         required = (*required, "identity_pk")  # a preloaded cert needs its key; an issued one does not
     return Table(
@@ -306,22 +308,14 @@ def _attestation_schema(value: Any, path: str) -> Table:
         foreign=foreign,
         foreign_hint="remove {key!r} (it belongs to another method)",
     )
+
+
+def _attestation_schema(value: Any, path: str) -> Table:
+    return _method_schema(value, path, ATTESTATION_KEYS, ATTESTATION_REQUIRED)
 
 
 def _authentication_schema(value: Any, path: str) -> Table:
-    method = _check_method(value, path, AUTHENTICATION_KEYS)
-    keys = AUTHENTICATION_KEYS[method]
-    foreign = frozenset(k for spec in AUTHENTICATION_KEYS.values() for k in spec) - frozenset(keys)
-    required = AUTHENTICATION_REQUIRED[method]
-    if method == "x509" and isinstance(value.get("identity_cert"), str):
-        required = (*required, "identity_pk")  # a preloaded cert needs its key; an issued one does not
-    return Table(
-        keys,
-        required=required,
-        variant=f"method = '{method}'",
-        foreign=foreign,
-        foreign_hint="remove {key!r} (it belongs to another method)",
-    )
+    return _method_schema(value, path, AUTHENTICATION_KEYS, AUTHENTICATION_REQUIRED)
 
 
 def _provisioning_schema(value: Any, path: str) -> Table:
