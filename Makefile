@@ -60,8 +60,9 @@ sanity: venv
 unit: venv
 	pytest -q tests/unit $(PYTEST_ARGS)
 
+# The DPS emulator's own suite (tests/emulator) runs real mutual TLS, so it lives here too.
 integration: venv
-	pytest -q tests/integration $(PYTEST_ARGS)
+	pytest -q tests/integration tests/emulator $(PYTEST_ARGS)
 
 # Container targets (DESIGN.md §7): host packages, then locally built Debian images (amd64 and
 # emulated arm64). Both steps skip what is already there.

@@ -1,0 +1,63 @@
+"""Fixtures: test PKI, enrollment file and a running emulator (a real subprocess speaking real TLS)."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # `tools` is a top-level package of the repo, not of the collection
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools.dps_emulator.testing import Emulator, start_emulator
+
+from .helpers import NOW, DeviceCert, Pki, config_text
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def devices(pki: Pki) -> dict[str, DeviceCert]:
+    return {
+        "group": pki.device("dev-group-1"),
+        "group2": pki.device("dev-group-2"),
+        "individual": pki.device("dev-individual-1"),
+        "disabled": pki.device("dev-disabled"),
+        "unknown": pki.device("dev-unknown", issuer="other"),
+        "forged": pki.device("dev-forged", issuer="forged"),
+        "unverified": pki.device("dev-unverified", issuer="unverified"),
+        "expired": pki.device(
+            "dev-expired",
+            not_before=NOW - datetime.timedelta(days=10),
+            not_after=NOW - datetime.timedelta(days=1),
+        ),
+        "future": pki.device("dev-future", not_before=NOW + datetime.timedelta(days=1)),
+    }
+
+
+@pytest.fixture(scope="session")
+def config_file(pki: Pki, devices: dict[str, DeviceCert]) -> Path:
+    path = pki.dir / "enrollments.yml"
+    path.write_text(config_text(devices["individual"].leaf_file, devices["disabled"].leaf_file), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def emulator(config_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    running = start_emulator(config_file, tmp_path_factory.mktemp("dps-state"))
+    yield running
+    running.stop()
+    assert running.process is not None and running.process.returncode == 0, running.log()
+
+
+@pytest.fixture
+def clean_faults(emulator: Emulator):
+    emulator.clear_faults()
+    yield emulator
+    emulator.clear_faults()
