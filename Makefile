@@ -52,7 +52,7 @@ sanity: venv
 	pip_version=$$(grep -ho "pip='[0-9.]*'" $(BIN)/../lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | grep -o "[0-9.]*"); \
 	  mkdir -p ~/.ansible/test/cache && cp tools/sanity/get_pip.py ~/.ansible/test/cache/get_pip_$${pip_version//./_}.py
 	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_ROOT)
-	git ls-files -co --exclude-standard | grep -vE '^(tools|bench|extensions|tests/(unit|integration|emulator|containers))/' | \
+	git ls-files -co --exclude-standard | grep -vE '^(tools|bench|extensions|scripts|tests)/' | \
 	  while read -r f; do [ -e "$$f" ] && cp --parents -P "$$f" $(SANITY_ROOT)/; done
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  ansible-test sanity --venv --python 3.11 --color no

@@ -28,9 +28,11 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     check_ca_pair,
     device_cert_reissue_reasons,
     load_certificate,
+    load_certificates,
     load_csr,
     load_private_key,
     load_public_key_pem,
+    order_chain,
     registration_id_problem,
     sign_device_certificate,
 )
@@ -69,9 +71,35 @@ class ActionModule(ActionBase):
         check_ca_pair(ca_cert, ca_key, f"CA {params['ca_cert_path']}")
         return ca_cert, ca_key
 
+    def _ca_chain(self, params: dict, ca_cert) -> list:
+        """The issuing CA and the certificates above it, up to the root, verified link by link."""
+        if ca_cert.issuer == ca_cert.subject and params["ca_chain_path"] is None:
+            return [ca_cert]
+        if params["ca_chain_path"] is None:
+            raise PkiError(
+                "full_chain_path needs ca_chain_path: a PEM file (on the controller) with the root CA certificate "
+                "and any intermediates above the issuing CA"
+            )
+        given = load_certificates(self._controller_file(params["ca_chain_path"], "ca_chain_path"), "ca_chain_path")
+        roots = [c for c in [ca_cert, *given] if c.issuer == c.subject]
+        if not roots:
+            raise PkiError(f"ca_chain_path {params['ca_chain_path']} holds no self-signed root CA certificate")
+        if ca_cert in roots:
+            return [ca_cert]
+        chain, _unused = order_chain(ca_cert, given, roots[0])
+        return chain
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
+        try:
+            return self._ensure(result, task_vars)
+        except AnsibleActionFail as exc:
+            # Returned, not raised, so that failed_when / rescue see an ordinary task failure.
+            result.update(exc.result)
+            return result
+
+    def _ensure(self, result: dict, task_vars):
         validation, _new_args = self.validate_argument_spec(argument_spec=argument_spec())
         params = validation.validated_parameters
         if not HAS_CRYPTOGRAPHY:
@@ -93,8 +121,11 @@ class ActionModule(ActionBase):
 
         try:
             ca_cert, ca_key = self._load_ca(params)
+            ca_chain = self._ca_chain(params, ca_cert) if params["full_chain_path"] else None
         except PkiError as exc:
             raise AnsibleActionFail(f"{registration_id}: {exc}") from None
+        if ca_chain is not None and not params["full_chain_include_root"] and len(ca_chain) > 1:
+            ca_chain = ca_chain[:-1]
 
         device_args = {k: v for k, v in params.items() if k not in CONTROLLER_ONLY}
         inspected = self._execute_module(
@@ -132,6 +163,8 @@ class ActionModule(ActionBase):
                 reasons.insert(0, inspected.get("key_reason") or "new_key: a new device key")
 
         after_info = before_info
+        leaf = None  # the certificate the device will hold, when known
+        install_args: dict = {}
         if reasons:
             result.update(changed=True, reissued=True, reissue_reasons=reasons)
             if self._task.check_mode or inspected.get("csr") is None:
@@ -139,21 +172,40 @@ class ActionModule(ActionBase):
             else:
                 try:
                     csr = load_csr(inspected["csr"], registration_id)
-                    cert = sign_device_certificate(
+                    leaf = sign_device_certificate(
                         csr.public_key(), registration_id, ca_cert, ca_key, params["valid_days"]
                     )
                 except PkiError as exc:
                     raise AnsibleActionFail(f"{registration_id}: {exc}") from None
-                installed = self._execute_module(
-                    module_name=MODULE,
-                    module_args=dict(device_args, _phase="install", _certificate=certificate_to_pem(cert)),
-                    task_vars=task_vars,
-                )
-                if installed.get("failed"):
-                    return self._strip(installed)
-                if installed.get("backup_cert"):
-                    result["backup_cert"] = installed["backup_cert"]
-                after_info = cert_info(cert)
+                install_args["_certificate"] = certificate_to_pem(leaf)
+                after_info = cert_info(leaf)
+        elif inspected.get("certificate"):
+            leaf = load_certificate(inspected["certificate"].encode("utf-8"), "certificate")
+
+        if ca_chain is not None:
+            result["full_chain_path"] = params["full_chain_path"]
+            chain_changed = reasons != []  # a new certificate means a new chain
+            if leaf is not None:
+                result["full_chain"] = [c.subject.rfc4514_string() for c in [leaf, *ca_chain]]
+                chain_text = "".join(certificate_to_pem(c) for c in [leaf, *ca_chain])
+                if chain_text != inspected.get("full_chain"):
+                    chain_changed = True
+                    install_args["_full_chain"] = chain_text
+            result["full_chain_changed"] = chain_changed
+            if chain_changed:
+                result["changed"] = True
+
+        if install_args and not self._task.check_mode:
+            installed = self._execute_module(
+                module_name=MODULE, module_args=dict(device_args, _phase="install", **install_args), task_vars=task_vars
+            )
+            if installed.get("failed"):
+                return self._strip(installed)
+            for key in ("backup_cert", "backup_full_chain"):
+                if installed.get(key):
+                    result[key] = installed[key]
+            if installed.get("changed"):
+                result["changed"] = True
 
         if after_info:
             result.update({key: after_info[key] for key in _INFO_KEYS if key in after_info})

@@ -31,6 +31,9 @@ def argument_spec() -> dict:
         "cert_group": {"type": "str"},
         "cert_mode": {"type": "raw", "default": "0644"},
         "backup": {"type": "bool", "default": False},
+        "full_chain_path": {"type": "path"},
+        "ca_chain_path": {"type": "path"},
+        "full_chain_include_root": {"type": "bool", "default": True},
     }
 
 
@@ -39,4 +42,5 @@ def module_argument_spec() -> dict:
     spec = argument_spec()
     spec["_phase"] = {"type": "str"}  # inspect | install
     spec["_certificate"] = {"type": "str"}
+    spec["_full_chain"] = {"type": "str"}
     return spec

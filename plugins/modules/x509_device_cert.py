@@ -133,6 +133,24 @@ options:
       - Keep a timestamped copy of a key or certificate before replacing it.
     type: bool
     default: false
+  full_chain_path:
+    description:
+      - Also maintain the full-chain file DPS needs at this path on the device (device certificate, then the
+        issuing CA, then the certificates of O(ca_chain_path)), in the same task. Same owner, group and mode as
+        the certificate. It is rewritten whenever its content would differ, for example after a re-issue.
+      - Doing it here saves a module run per device compared with M(iotfleet.aziot.full_chain).
+    type: path
+  ca_chain_path:
+    description:
+      - Path B(on the controller) of a PEM file with the CA certificates above the issuing CA, up to and including
+        the root. Needed with O(full_chain_path) unless the issuing CA is itself the root.
+      - Every signature link and validity window is checked, and the chain must end at a self-signed root.
+    type: path
+  full_chain_include_root:
+    description:
+      - Put the root CA certificate at the end of the O(full_chain_path) file, as Azure's guides do.
+    type: bool
+    default: true
   _phase:
     description:
       - Internal, set by the action plugin (V(inspect) or V(install)). Do not set it.
@@ -140,6 +158,10 @@ options:
   _certificate:
     description:
       - Internal, set by the action plugin (the signed certificate to install). Do not set it.
+    type: str
+  _full_chain:
+    description:
+      - Internal, set by the action plugin (the full chain to install). Do not set it.
     type: str
 notes:
   - Requires C(cryptography) on the controller and on the device (Debian package C(python3-cryptography)).
@@ -173,6 +195,16 @@ EXAMPLES = r"""
     ca_cert_path: pki/intermediate-ca.cert.pem
     ca_key_path: pki/intermediate-ca.key.pem
     renew_before: 90
+
+- name: Key, certificate and the full chain for DPS group enrollment, in one task
+  iotfleet.aziot.x509_device_cert:
+    registration_id: "{{ inventory_hostname }}"
+    key_path: /var/aziot/secrets/device-id.key.pem
+    cert_path: /var/aziot/certs/device-id.cert.pem
+    full_chain_path: /var/aziot/certs/device-id.full-chain.cert.pem
+    ca_cert_path: pki/intermediate-ca.cert.pem
+    ca_key_path: pki/intermediate-ca.key.pem
+    ca_chain_path: pki/root-ca.cert.pem
 
 - name: Move a device from RSA to EC P-256 (replaces the key, keeps a backup)
   iotfleet.aziot.x509_device_cert:
@@ -260,6 +292,24 @@ backup_key:
 backup_cert:
   description: Name of the backup of the previous certificate.
   returned: when O(backup=true) and the certificate was replaced
+  type: str
+full_chain_path:
+  description: Path of the full-chain file on the device.
+  returned: when O(full_chain_path) is set
+  type: str
+full_chain:
+  description: Subjects of the certificates in the full-chain file, device certificate first.
+  returned: when O(full_chain_path) is set
+  type: list
+  elements: str
+  sample: [CN=182-con, CN=iotfleet Intermediate CA, CN=iotfleet Root CA]
+full_chain_changed:
+  description: Whether the full-chain file was (or, in check mode, would be) written.
+  returned: when O(full_chain_path) is set
+  type: bool
+backup_full_chain:
+  description: Name of the backup of the previous full-chain file.
+  returned: when O(backup=true) and the full-chain file was replaced
   type: str
 """
 
@@ -349,41 +399,68 @@ def inspect(module) -> dict:
         result["key_type"] = key_type_of(key)
         result["public_key"] = public_key_pem(key)
         result["csr"] = csr_to_pem(build_csr(key, params["registration_id"]))
-    if cert_bytes is not None:
-        cert_args = file_args_for(
-            module, params["cert_path"], params["cert_owner"], params["cert_group"], params["cert_mode"]
-        )
-        if module.set_fs_attributes_if_different(cert_args, False):
-            result["changed"] = True
+    paths = [params["cert_path"]]
+    if params["full_chain_path"]:
+        chain_bytes = read_file(params["full_chain_path"])
+        result["full_chain"] = chain_bytes.decode("utf-8", "replace") if chain_bytes is not None else None
+        paths.append(params["full_chain_path"])
+    for path in paths:
+        if read_file(path) is not None:
+            args = file_args_for(module, path, params["cert_owner"], params["cert_group"], params["cert_mode"])
+            if module.set_fs_attributes_if_different(args, False):
+                result["changed"] = True
     return result
 
 
+def _write_if_different(module, path: str, content: bytes) -> tuple[bool, str | None]:
+    """Write `content` to `path` (cert owner/group/mode) unless it is already there."""
+    params = module.params
+    args = file_args_for(module, path, params["cert_owner"], params["cert_group"], params["cert_mode"])
+    changed, backup = False, None
+    if read_file(path) != content:
+        changed = True
+        if not module.check_mode:
+            backup = write_file_atomic(module, path, content, args, params["backup"])
+    changed = module.set_fs_attributes_if_different(args, changed)
+    return changed, backup
+
+
 def install(module) -> dict:
+    """Write the signed certificate and/or the full chain the controller sent."""
     params = module.params
     registration_id = params["registration_id"]
-    try:
-        cert = load_certificate(params["_certificate"].encode("ascii"), f"{registration_id}: signed certificate")
-        key = load_private_key(read_file(params["key_path"]) or b"", f"{registration_id}: device key")
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
-    if public_key_bytes(cert.public_key()) != public_key_bytes(key):
-        module.fail_json(
-            msg=f"{registration_id}: the signed certificate does not match the key at {params['key_path']} "
-            "(the key changed during the run?); run again"
-        )
-    cert_args = file_args_for(
-        module, params["cert_path"], params["cert_owner"], params["cert_group"], params["cert_mode"]
-    )
     result = {"changed": False}
-    content = params["_certificate"].encode("ascii")
-    if read_file(params["cert_path"]) != content:
-        result["changed"] = True
-        if not module.check_mode:
-            backup = write_file_atomic(module, params["cert_path"], content, cert_args, params["backup"])
-            if backup:
-                result["backup_cert"] = backup
-    if module.set_fs_attributes_if_different(cert_args, False):
-        result["changed"] = True
+    if params["_certificate"]:
+        try:
+            cert = load_certificate(params["_certificate"].encode("ascii"), f"{registration_id}: signed certificate")
+            key = load_private_key(read_file(params["key_path"]) or b"", f"{registration_id}: device key")
+        except PkiError as exc:
+            module.fail_json(msg=str(exc))
+        if public_key_bytes(cert.public_key()) != public_key_bytes(key):
+            module.fail_json(
+                msg=f"{registration_id}: the signed certificate does not match the key at {params['key_path']} "
+                "(the key changed during the run?); run again"
+            )
+        changed, backup = _write_if_different(module, params["cert_path"], params["_certificate"].encode("ascii"))
+        result["changed"] |= changed
+        if backup:
+            result["backup_cert"] = backup
+    if params["_full_chain"]:
+        chain = params["_full_chain"].encode("ascii")
+        try:
+            first = load_certificate(chain, f"{registration_id}: full chain")
+            current = load_certificate(read_file(params["cert_path"]) or b"", f"{registration_id}: certificate")
+        except PkiError as exc:
+            module.fail_json(msg=str(exc))
+        if first != current:
+            module.fail_json(
+                msg=f"{registration_id}: the full chain does not start with the certificate at {params['cert_path']} "
+                "(it changed during the run?); run again"
+            )
+        changed, backup = _write_if_different(module, params["full_chain_path"], chain)
+        result["changed"] |= changed
+        if backup:
+            result["backup_full_chain"] = backup
     return result
 
 
