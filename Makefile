@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 # Containers built for tests use the repo's podman settings (DESIGN.md §7).
 export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
 
-.PHONY: help venv lint ruff ansible-lint sanity unit integration images containers molecule test demo bench clean
+.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench clean
 
 help:
 	@echo "make venv         build .venv with every Python dependency"
@@ -64,6 +64,10 @@ unit: venv
 integration: venv
 	pytest -q tests/integration tests/emulator $(PYTEST_ARGS)
 
+# The fault matrix (docs/reliability.md): DPS faults, killed writes, read-only/full filesystems, secrets, fuzzing.
+reliability: venv
+	pytest -q tests/reliability $(PYTEST_ARGS)
+
 # Container targets (DESIGN.md §7): host packages, then locally built Debian images (amd64 and
 # emulated arm64). Both steps skip what is already there.
 images:
@@ -77,7 +81,7 @@ containers: venv images
 molecule: venv images
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections molecule test --all
 
-test: lint sanity unit integration containers molecule
+test: lint sanity unit integration reliability containers molecule
 	@echo "make test: all suites passed"
 
 clean:

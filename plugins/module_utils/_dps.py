@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import email.utils
 import hashlib
 import hmac
@@ -232,6 +233,33 @@ def certificate_common_name(der: bytes) -> str | None:
     return None
 
 
+def _der_time(der: bytes, tag: int, start: int, end: int) -> float:
+    text = der[start:end].decode("ascii")
+    if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280: 50-99 -> 19xx)
+        year = int(text[:2])
+        text = ("19" if year >= 50 else "20") + text
+    elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+        raise ValueError("not a time")
+    if len(text) != 15 or not text.endswith("Z"):
+        raise ValueError("unsupported time format")
+    return float(calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S")))
+
+
+def certificate_validity(der: bytes) -> tuple[float, float] | None:
+    """(notBefore, notAfter) of a DER certificate as Unix times, or None when it cannot be parsed."""
+    try:
+        _tag, start, end = _der_read(der, 0)  # Certificate
+        _tag, start, end = _der_children(der, start, end)[0]  # tbsCertificate
+        fields = _der_children(der, start, end)
+        if fields[0][0] == 0xA0:  # [0] version
+            fields = fields[1:]
+        _tag, start, end = fields[3]  # serialNumber, signature, issuer, validity
+        times = _der_children(der, start, end)
+        return _der_time(der, *times[0]), _der_time(der, *times[1])
+    except (IndexError, ValueError, UnicodeDecodeError, OverflowError):
+        return None
+
+
 def is_already_assigned(state: dict | None, attestation: str, leaf_thumbprints: dict[str, str] | None) -> bool:
     """Whether a status-lookup result shows this device assigned with the attestation we would register with."""
     if not isinstance(state, dict) or state.get("status") != "assigned":
@@ -385,7 +413,7 @@ class DpsClient:
 
     def _timeout_error(self, what: str) -> DpsError:
         return DpsError(
-            "%s: DPS did not finish within timeout=%ss (%s; %d requests, %d retries)"
+            "%s: DPS did not finish within timeout=%ss (%s; %d requests, %d retries); run again later or raise timeout"
             % (self.registration_id, _seconds(self.timeout), what, self.attempts, self.retries),
             timed_out=True,
         )

@@ -10,7 +10,9 @@ or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 
 
@@ -34,6 +36,7 @@ def write_file_atomic(module, path: str, content: bytes, file_args: dict, backup
     The temp file is created 0600, gets `file_args` owner/group/mode, is fsynced, then renamed over
     `path`. Returns the backup file name when `backup` is true and a previous file existed.
     Fails the module (one line, naming the path) if the directory is missing or not writable.
+    After a successful rename, temporary files of `path` that a killed earlier run left are removed.
     """
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(directory):
@@ -42,7 +45,7 @@ def write_file_atomic(module, path: str, content: bytes, file_args: dict, backup
     try:
         fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        module.fail_json(msg=f"cannot write {path}: {exc.strerror} in {directory}")
+        module.fail_json(msg=f"cannot write {path}: {exc.strerror}; nothing was changed{_fix_hint(directory)}")
     try:
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -57,13 +60,31 @@ def write_file_atomic(module, path: str, content: bytes, file_args: dict, backup
                 backup_file = module.backup_local(path)
             os.rename(tmp_path, path)
         except OSError as exc:
-            module.fail_json(msg=f"cannot write {path}: {exc.strerror}; nothing was changed")
+            module.fail_json(msg=f"cannot write {path}: {exc.strerror}; nothing was changed{_fix_hint(directory)}")
         tmp_path = None
         _fsync_directory(directory)
+        _remove_stale_temporaries(directory, os.path.basename(path))
     finally:
         if tmp_path is not None and os.path.exists(tmp_path):
             os.unlink(tmp_path)
     return backup_file
+
+
+def _fix_hint(directory: str) -> str:
+    return f" (make {directory} writable and give it free space, then run again)"
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Remove the temporary files of `name` a killed earlier run left behind (they may hold a private key)."""
+    pattern = re.compile(r"\.%s\.[A-Za-z0-9_]{8}\.tmp\Z" % re.escape(name))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.match(entry):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, entry))
 
 
 def _fsync_directory(directory: str) -> None:

@@ -311,7 +311,6 @@ removed_keys:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
@@ -329,6 +328,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot import (
     parse_toml,
     unwrap,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._files import write_file_atomic
 
 
 def argument_spec() -> dict:
@@ -426,23 +426,10 @@ def write_atomically(module: AnsibleModule, path: str, text: str) -> None:
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         module.fail_json(msg=f"{path}: directory {directory} does not exist; install aziot-edge or create it first")
-    if not os.path.exists(path):
-        # Create the destination 0600 first: atomic_move gives a new file the umask's mode, and the content may
-        # hold a symmetric key. An existing destination keeps its own mode until set_fs_attributes fixes it.
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except OSError as exc:
-            module.fail_json(msg=f"{path}: cannot create the file ({to_native(exc)})")
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".config.toml.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(to_bytes(text))
-            handle.flush()
-            os.fsync(handle.fileno())
-        module.atomic_move(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
+    # The temporary file gets the final owner/group/mode before it is renamed over `path` (the content may hold a
+    # symmetric key: a new file is never readable by others, not even for a moment, and a run killed midway leaves
+    # no empty or half-written config.toml); a read-only or full filesystem fails in one line, the old file intact.
+    write_file_atomic(module, path, to_bytes(text), module.load_file_common_arguments(module.params))
 
 
 def main() -> None:

@@ -196,6 +196,8 @@ tracking_id:
   sample: 5b7c2f4a-0c5e-4a8e-9c1e-7f0a1a2b3c4d
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
@@ -205,6 +207,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     DpsClient,
     DpsError,
     certificate_common_name,
+    certificate_validity,
     decode_key,
     derive_device_key,
     explain_error,
@@ -271,6 +274,23 @@ def x509_material(module: AnsibleModule) -> tuple[dict[str, str], int]:
             msg="registration id '%s' does not match certificate CN '%s' (the first certificate in %s); DPS requires "
             "them to be equal" % (registration_id, common_name, module.params["client_cert"])
         )
+    validity = certificate_validity(chain[0])
+    if validity is not None:
+        # DPS refuses a certificate outside its validity window; say so before asking it (a Raspberry Pi without a
+        # real-time clock that has not synchronised its time yet starts in the past).
+        now = time.time()
+        renew = "renew the device certificate (iotfleet.aziot.x509_device_cert re-issues it)"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(validity[0] if now < validity[0] else validity[1]))
+        if now < validity[0]:
+            module.fail_json(
+                msg="%s: the device certificate in %s is not valid before %s; check the device clock, or %s"
+                % (registration_id, module.params["client_cert"], when, renew)
+            )
+        if now > validity[1]:
+            module.fail_json(
+                msg="%s: the device certificate in %s expired at %s; %s"
+                % (registration_id, module.params["client_cert"], when, renew)
+            )
     return thumbprints(chain[0]), len(chain)
 
 

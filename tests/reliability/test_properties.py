@@ -1,0 +1,207 @@
+"""Property tests (hypothesis): no input makes the config.toml validator or the PEM/chain loaders crash.
+
+They may refuse an input, but only with their own error types, which the modules turn into one-line messages:
+ConfigError / TomlSyntaxError (_aziot), PkiError (_pki), ValueError from _dps.pem_certificates (dps_register
+catches it); _dps.certificate_common_name / certificate_validity return None for what they cannot parse.
+Example counts are modest so that the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import itertools
+import string
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from matrix_helpers import Pki, issue, key_pem
+
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot, _dps, _pki
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# --- config.toml -----------------------------------------------------------------------------------------------------
+
+KEYS = [
+    "hostname",
+    "provisioning",
+    "source",
+    "global_endpoint",
+    "id_scope",
+    "attestation",
+    "method",
+    "registration_id",
+    "symmetric_key",
+    "identity_cert",
+    "identity_pk",
+    "value",
+    "uri",
+    "agent",
+    "config",
+    "image",
+    "edge_ca",
+    "cert",
+    "pk",
+    "moby_runtime",
+    "connection_string",
+    "iothub_hostname",
+    "device_id",
+    "authentication",
+    "cloud_timeout_sec",
+    "auto_reprovisioning_mode",
+    "x",
+]
+SCALARS = st.one_of(
+    st.sampled_from(["dps", "manual", "none", "x509", "symmetric_key", "file:///k", "https://h", "sas", ""]),
+    st.text(max_size=12),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.datetimes(timezones=st.just(datetime.timezone.utc)),
+)
+TOML_VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.sampled_from(KEYS), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+DOCUMENTS = st.dictionaries(st.sampled_from(KEYS), TOML_VALUES, max_size=5)
+TOML_ALPHABET = string.ascii_letters + string.digits + " \n\t=[]{}\".,#'-_:/"
+
+
+@SETTINGS
+@given(st.one_of(st.text(max_size=200), st.text(alphabet=TOML_ALPHABET, max_size=200)))
+def test_parse_toml_only_raises_toml_syntax_error(text: str) -> None:
+    try:
+        _aziot.unwrap(_aziot.parse_toml(text))
+    except _aziot.TomlSyntaxError as exc:
+        assert exc.line >= 0 and str(exc)
+
+
+@SETTINGS
+@given(DOCUMENTS, st.sampled_from(["edge", "identity_service"]))
+def test_validate_config_only_raises_config_error(document: dict, product: str) -> None:
+    try:
+        _aziot.validate_config(document, product)
+    except _aziot.ConfigError as exc:
+        assert "\n" not in exc.format("/etc/aziot/config.toml")
+
+
+@SETTINGS
+@given(st.one_of(st.just(""), st.text(alphabet=TOML_ALPHABET, max_size=120)), DOCUMENTS)
+def test_merge_config_only_raises_its_errors(before: str, desired: dict) -> None:
+    try:
+        result = _aziot.merge_config(before, desired)
+    except (_aziot.TomlSyntaxError, _aziot.ConfigError):
+        return
+    # What it accepted, it accepts again unchanged (a re-run converges).
+    again = _aziot.merge_config(result.after, desired)
+    assert again.after == result.after
+
+
+# --- PEM and chains --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> dict:
+    pki = Pki(tmp_path_factory.mktemp("prop-pki"), name="Prop")
+    other = Pki(tmp_path_factory.mktemp("prop-other"), name="PropOther")
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    expired_key = ec.generate_private_key(ec.SECP256R1())
+    return {
+        "pki": pki,
+        "leaf": issue("prop-leaf", leaf_key, pki.intermediate, pki.intermediate_key, False),
+        "pool": [
+            pki.intermediate,
+            pki.root,
+            other.intermediate,
+            other.root,
+            issue(
+                "Prop Intermediate CA",  # same name as the real intermediate, expired, another key
+                expired_key,
+                pki.root,
+                pki.root_key,
+                True,
+                not_before=datetime.timedelta(days=-10),
+                not_after=datetime.timedelta(days=-1),
+            ),
+        ],
+        "pems": [pki.intermediate_path.read_bytes(), pki.root_path.read_bytes()],
+        "key": key_pem(leaf_key),
+    }
+
+
+def _mutate(data: bytes, position: int, replacement: bytes) -> bytes:
+    position %= max(len(data), 1)
+    return data[:position] + replacement + data[position + len(replacement) :]
+
+
+PEM_LIKE = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda label, body: b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, body, label),
+        st.sampled_from([b"CERTIFICATE", b"PRIVATE KEY", b"EC PRIVATE KEY", b"RSA PRIVATE KEY"]),
+        st.one_of(st.binary(max_size=200).map(base64.encodebytes), st.binary(max_size=200)),
+    ),
+)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_pem_loaders_only_raise_pki_error(certs: dict, data) -> None:
+    source = data.draw(st.sampled_from([*certs["pems"], certs["key"]]))
+    mutated = data.draw(
+        st.one_of(
+            PEM_LIKE,
+            st.builds(_mutate, st.just(source), st.integers(min_value=0), st.binary(min_size=1, max_size=8)),
+            st.builds(lambda n: source[:n], st.integers(min_value=0, max_value=len(source))),
+        )
+    )
+    as_text = data.draw(st.booleans())
+    for loader in (
+        lambda: _pki.load_certificates(mutated.decode("latin-1") if as_text else mutated, "fuzzed"),
+        lambda: _pki.load_private_key(mutated, "fuzzed", data.draw(st.sampled_from([None, "pass"]))),
+    ):
+        try:
+            loader()
+        except _pki.PkiError as exc:
+            assert "\n" not in str(exc)
+    # the device-side DER readers of dps_register: ValueError (caught by the module) or None, never a crash
+    try:
+        ders = _dps.pem_certificates(mutated.decode("latin-1"))
+    except ValueError:
+        ders = []
+    for der in [*ders, mutated]:
+        assert _dps.certificate_common_name(der) is None or isinstance(_dps.certificate_common_name(der), str)
+        validity = _dps.certificate_validity(der)
+        assert validity is None or validity[0] <= validity[1] or isinstance(validity[0], float)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_order_chain_only_raises_pki_error(certs: dict, data) -> None:
+    pool = data.draw(st.lists(st.sampled_from(certs["pool"]), max_size=6))
+    leaf = data.draw(st.sampled_from([certs["leaf"], *certs["pool"]]))
+    root = data.draw(st.sampled_from(certs["pool"]))
+    try:
+        chain, unused = _pki.order_chain(leaf, pool, root)
+    except _pki.PkiError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert chain[0] is leaf and chain[-1] is root
+    assert all(_pki.issued_by(child, parent) for child, parent in itertools.pairwise(chain))
+    assert not set(map(id, unused)) & set(map(id, chain[1:-1]))
+
+
+def test_certificate_validity_agrees_with_cryptography(certs: dict) -> None:
+    """The device-side DER reader dps_register uses to refuse an expired certificate reads what cryptography reads."""
+    from cryptography.hazmat.primitives import serialization
+
+    for cert in [certs["leaf"], *certs["pool"]]:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        expected = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+        assert _dps.certificate_validity(der) == expected

@@ -1,0 +1,246 @@
+"""Fault matrix, secrets: the whole provisioning of one device at -vvv leaks nothing, and the CA key stays home.
+
+One playbook, run with -vvv: x509_device_cert (device key made on the device, CSR signed on the controller),
+full_chain, aziot_config (DPS symmetric-key variant, the derived device key inline), dps_register with the group key
+(symmetric key) and with the device certificate (X.509), plus the TLS checks. Then:
+- no private key PEM body (device key, CA key), group key, derived device key or SAS signature is in stdout/stderr,
+  in the registered results, in any file of the test directory other than its intended place, or in anything left
+  under ~/.ansible/tmp;
+- the device key and config.toml are 0600;
+- dps_register verifies the DPS server certificate by default (fails without ca_path, naming the fix), and
+  validate_certs=false works only as an explicit option that warns;
+- the CA key is read by the controller and never by the device: the controller and the "device" interpreter each
+  run with an audit hook (hooks/audit/sitecustomize.py) that logs every file they open.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import stat
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+from matrix_helpers import (
+    GROUP_KEY,
+    ID_SCOPE,
+    Pki,
+    clean_env,
+    connection,
+    run_playbook,
+)
+
+AUDIT_HOOK = Path(__file__).resolve().parent / "hooks" / "audit"
+REGISTRATION_ID = "rel-secret-01"
+
+
+def derived_key(group_key: str, registration_id: str) -> str:
+    digest = hmac.new(base64.b64decode(group_key), registration_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def sas_signatures(device_key: str, registration_id: str, expiries: range) -> list[str]:
+    """Every SAS signature the module could have sent for these expiry times (raw and url-encoded)."""
+    resource = urllib.parse.quote(f"{ID_SCOPE}/registrations/{registration_id}", safe="")
+    found = []
+    for expiry in expiries:
+        for sr in (resource, f"{ID_SCOPE}/registrations/{registration_id}"):
+            signature = base64.b64encode(
+                hmac.new(base64.b64decode(device_key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
+            ).decode()
+            found += [signature, urllib.parse.quote(signature, safe="")]
+    return found
+
+
+def pem_body_lines(pem: bytes) -> list[str]:
+    """The base64 lines of a PEM private key: any of them in the output is a leak."""
+    return [line for line in pem.decode().splitlines() if line and not line.startswith("-----") and len(line) >= 40]
+
+
+def device_interpreter(tmp_path: Path, log: Path) -> str:
+    """A 'device' Python: the same interpreter with the audit hook logging to the device-side log."""
+    wrapper = tmp_path / "device-python"
+    wrapper.write_text(
+        f'#!/bin/sh\nRELIABILITY_OPEN_LOG="{log}" PYTHONPATH="{AUDIT_HOOK}" exec "{sys.executable}" "$@"\n',
+        encoding="utf-8",
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def provisioning_tasks(work: Path) -> list[dict]:
+    device, etc = work / "device", work / "etc"
+    register = {
+        "id_scope": "{{ id_scope }}",
+        "registration_id": REGISTRATION_ID,
+        "provisioning_host": "{{ provisioning_host }}",
+        "timeout": 30,
+    }
+    return [
+        {
+            "name": "Device key and certificate",
+            "iotfleet.aziot.x509_device_cert": {
+                "registration_id": REGISTRATION_ID,
+                "key_path": f"{device}/device.key",
+                "cert_path": f"{device}/device.pem",
+                "ca_cert_path": "{{ ca_cert }}",
+                "ca_key_path": "{{ ca_key }}",
+            },
+            "register": "device_cert",
+        },
+        {
+            "name": "Full chain",
+            "iotfleet.aziot.full_chain": {
+                "path": f"{device}/full-chain.pem",
+                "leaf_path": f"{device}/device.pem",
+                "ca_certificates": "{{ lookup('ansible.builtin.file', ca_cert) }}",
+                "root_certificate": "{{ lookup('ansible.builtin.file', root_cert) }}",
+                "registration_id": REGISTRATION_ID,
+            },
+            "register": "chain",
+        },
+        {
+            "name": "config.toml, symmetric-key variant",
+            "iotfleet.aziot.aziot_config": {
+                "path": f"{etc}/config.toml",
+                "hostname": REGISTRATION_ID,
+                "provisioning": {
+                    "source": "dps",
+                    "global_endpoint": "https://global.azure-devices-provisioning.net",
+                    "id_scope": "{{ id_scope }}",
+                    "attestation": {
+                        "method": "symmetric_key",
+                        "registration_id": REGISTRATION_ID,
+                        "symmetric_key": "{{ device_key }}",
+                    },
+                },
+            },
+            "register": "config",
+        },
+        {
+            "name": "Register with the group key",
+            "iotfleet.aziot.dps_register": dict(
+                register, ca_path="{{ ca_path }}", attestation="symmetric_key", group_key="{{ group_key }}"
+            ),
+            "register": "sym",
+        },
+        {
+            "name": "Register with the device certificate",
+            "iotfleet.aziot.dps_register": dict(
+                register,
+                registration_id="rel-secret-x509",
+                ca_path="{{ ca_path }}",
+                client_cert="{{ x509_chain }}",
+                client_key="{{ x509_key }}",
+            ),
+            "register": "x509",
+        },
+        {
+            "name": "Register without ca_path: the DPS server certificate must verify",
+            "iotfleet.aziot.dps_register": dict(register, attestation="symmetric_key", group_key="{{ group_key }}"),
+            "register": "no_ca",
+            "failed_when": False,
+        },
+        {
+            "name": "Register with validate_certs=false: explicit, and it warns",
+            "iotfleet.aziot.dps_register": dict(
+                register, attestation="symmetric_key", group_key="{{ group_key }}", validate_certs=False
+            ),
+            "register": "unverified",
+        },
+    ]
+
+
+def test_provisioning_leaks_nothing_and_ca_key_stays_on_the_controller(emulator, pki: Pki, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "device").mkdir(parents=True)
+    (work / "etc").mkdir()
+    device_log, controller_log = tmp_path / "device-open.log", tmp_path / "controller-open.log"
+    x509_files = pki.device("rel-secret-x509")
+    device_key = derived_key(GROUP_KEY, REGISTRATION_ID)
+    variables = dict(
+        connection(emulator),
+        ca_cert=str(pki.intermediate_path),
+        ca_key=str(pki.intermediate_key_path),
+        root_cert=str(pki.root_path),
+        group_key=GROUP_KEY,
+        device_key=device_key,
+        x509_chain=x509_files["chain"],
+        x509_key=x509_files["key"],
+    )
+    ansible_tmp = Path.home() / ".ansible" / "tmp"
+    started = time.time()
+    run = run_playbook(
+        work,
+        provisioning_tasks(work),
+        variables,
+        verbosity=3,
+        interpreter=device_interpreter(tmp_path, device_log),
+        env=clean_env(PYTHONPATH=str(AUDIT_HOOK), RELIABILITY_OPEN_LOG=str(controller_log)),
+        name="provision",
+    )
+    finished = time.time()
+    results = run.results
+    assert run.process.returncode == 0 and results, run.output()
+    assert results["device_cert"]["changed"] and results["sym"]["status"] == "assigned", results
+    assert results["x509"]["status"] == "assigned", results["x509"]
+
+    # TLS: verification is on by default; turning it off is an explicit option that warns.
+    message = results["no_ca"].get("msg", "")
+    assert "the DPS server certificate did not verify" in message and "set ca_path" in message, message
+    assert message.startswith(f"{REGISTRATION_ID}: ") and "\n" not in message
+    assert results["unverified"]["status"] == "assigned"
+    assert any("validate_certs=false" in warning for warning in results["unverified"].get("warnings", []))
+    assert "[WARNING]: validate_certs=false" in run.stdout + run.stderr
+
+    # Keys and the config holding the device key: 0600.
+    device_key_file = work / "device" / "device.key"
+    config_file = work / "etc" / "config.toml"
+    for path in (device_key_file, config_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert device_key in config_file.read_text(encoding="utf-8")  # its intended place
+
+    # No secret anywhere but its intended place.
+    secrets = {
+        "device private key": pem_body_lines(device_key_file.read_bytes()),
+        "CA private key": pem_body_lines(pki.intermediate_key_path.read_bytes()),
+        "x509 device private key": pem_body_lines(Path(x509_files["key"]).read_bytes()),
+        "group key": [GROUP_KEY],
+        "derived device key": [device_key],
+        "SAS signature": sas_signatures(
+            device_key, REGISTRATION_ID, range(int(started) + 3600 - 1, int(finished) + 3600 + 2)
+        ),
+    }
+    assert all(secrets.values())
+    intended = {
+        device_key_file,
+        config_file,
+        work / "provision.vars.json",  # the input, like an inventory (vault) file
+    }
+    haystacks = {"stdout": run.stdout, "stderr": run.stderr}
+    for path in [*work.rglob("*"), *(ansible_tmp.rglob("*") if ansible_tmp.exists() else [])]:
+        try:  # other Ansible runs on this machine come and go in ~/.ansible/tmp
+            if path.is_file() and path not in intended and path.stat().st_mtime >= started - 1:
+                haystacks[str(path)] = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    assert str(work / "provision.results.json") in haystacks and len(run.stdout) > 10000  # -vvv really ran
+    for what, values in secrets.items():
+        for where, text in haystacks.items():
+            for value in values:
+                assert value not in text, f"{what} found in {where}"
+    # The Authorization header (SAS token) is never logged, not even at -vvv.
+    assert re.search(r"SharedAccessSignature", run.stdout) is None
+
+    # The CA key: read on the controller (to sign), never on the device.
+    ca_key_path = os.path.realpath(pki.intermediate_key_path)
+    controller_opens = controller_log.read_text(encoding="utf-8").splitlines()
+    device_opens = device_log.read_text(encoding="utf-8").splitlines()
+    assert any(line.endswith(" " + ca_key_path) for line in controller_opens)
+    assert any(line.endswith(" " + str(device_key_file)) for line in device_opens)  # the hook ran on the device
+    assert not [line for line in device_opens if pki.intermediate_key_path.name in line]
