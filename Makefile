@@ -13,13 +13,14 @@ export PATH := $(BIN):$(PATH)
 # Containers built for tests use the repo's podman settings (DESIGN.md §7).
 export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
 
-.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench clean
+.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench bench-smoke clean
 
 help:
 	@echo "make venv         build .venv with every Python dependency"
 	@echo "make test         ruff, ansible-lint, ansible-test sanity, unit, integration, containers, molecule (what CI runs)"
 	@echo "make images       install podman & co. and build the local Debian test images (amd64 + arm64)"
 	@echo "make demo         provision a small container fleet against the local DPS emulator"
+	@echo "make bench        fleet benchmarks (A: openssl loop, B: community.crypto, C: this collection)"
 	@echo "make clean        remove build output"
 
 venv: $(VENV)/.installed $(COLL_LINK)
@@ -81,8 +82,17 @@ containers: venv images
 molecule: venv images
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections molecule test --all
 
-test: lint sanity unit integration reliability containers molecule
+test: lint sanity unit integration reliability bench-smoke containers molecule
 	@echo "make test: all suites passed"
+
+# Benchmarks (issue 6): results are data in bench/results, the write-up is docs/benchmarks.md.
+# bench-smoke runs the harness on 3 devices so it cannot rot; it is not a timed test.
+BENCH_ARGS ?= --sizes 10,150 --key-types ec-p256,rsa-4096 --repeats 3
+bench: venv
+	python bench/run.py $(BENCH_ARGS)
+
+bench-smoke: venv
+	python bench/run.py --sizes 3 --key-types ec-p256 --repeats 1 --out build/bench-smoke.json
 
 clean:
 	rm -rf build tests/output .pytest_cache .ruff_cache

@@ -1,0 +1,672 @@
+"""Fleet provisioning benchmark: the guides' openssl loop (A), community.crypto (B) and iotfleet.aziot (C).
+
+One run provisions the same simulated fleet three ways, with the same key type, for every (key type, fleet
+size, repeat) cell, and writes the measurements as JSON. See bench/README.md and docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py --sizes 10,150 --key-types ec-p256,rsa-4096 --repeats 3
+    .venv/bin/python bench/run.py report bench/results/<file>.json     # the markdown tables
+
+Hosts are simulated on the controller: `ansible_connection: local`, one directory tree per device
+(`device_root`). B and C run with the same ansible.cfg (the repo's), the same forks and `gather_facts: false`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+PLAYBOOKS = BENCH_DIR / "playbooks"
+VENV_BIN = Path(sys.executable).parent
+ID_SCOPE = "0ne00BENCH1"
+KEY_TYPES = ("ec-p256", "rsa-4096")
+PHASES = ("A", "B", "C", "C_dps")
+RECAP_RE = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+"
+    r"failed=(?P<failed>\d+)"
+)
+PROFILE_RE = re.compile(r"^(?P<task>.+?) -{3,} (?P<seconds>\d+\.\d+)s$")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+sys.path.insert(0, str(REPO_ROOT))
+
+
+class BenchError(Exception):
+    """A phase failed: the harness stops with this message."""
+
+
+# --- measurement -------------------------------------------------------------------------------------------
+
+
+class TreeMemorySampler(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants from /proc every `interval` seconds."""
+
+    def __init__(self, root_pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.root_pid = root_pid
+        self.interval = interval
+        self.peak_bytes = 0
+        self.peak_pss_bytes = 0
+        self.peak_processes = 0
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    @staticmethod
+    def _snapshot() -> dict[int, tuple[int, int]]:
+        """pid -> (ppid, rss bytes) for every readable process."""
+        table: dict[int, tuple[int, int]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                    stat = stat_file.read()
+            except OSError:
+                continue
+            # Fields after the command name (which may hold spaces) start after the last ')'.
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            table[int(entry.name)] = (int(fields[1]), int(fields[21]) * PAGE_SIZE)
+        return table
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        """Proportional set size: forked workers' shared copy-on-write pages counted once over the tree."""
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+                for line in rollup:
+                    if line.startswith(b"Pss:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def sample(self) -> None:
+        table = self._snapshot()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _rss) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        total, pss, count, todo = 0, 0, 0, [self.root_pid]
+        while todo:
+            pid = todo.pop()
+            if pid in table:
+                total += table[pid][1]
+                pss += self._pss(pid)
+                count += 1
+            todo.extend(children.get(pid, ()))
+        self.samples += 1
+        self.peak_bytes = max(self.peak_bytes, total)
+        self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+        self.peak_processes = max(self.peak_processes, count)
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def run_measured(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Run `argv`, output to `log_path`; wall time, peak tree RSS, max single-process RSS, CPU seconds."""
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)  # noqa: S603
+        sampler = TreeMemorySampler(process.pid)
+        sampler.start()
+        try:
+            _pid, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.send_signal(signal.SIGTERM)
+            process.wait()
+            raise
+        finally:
+            wall = time.perf_counter() - started
+            sampler.stop()
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "wall_s": round(wall, 3),
+        "rc": process.returncode,
+        # Sum of RSS over ansible-playbook and every descendant, sampled every 0.2 s (short spikes can be missed).
+        "peak_rss_tree_mib": round(sampler.peak_bytes / 2**20, 1),
+        # The same tree, proportional set size: shared pages split between the processes sharing them.
+        "peak_pss_tree_mib": round(sampler.peak_pss_bytes / 2**20, 1),
+        "peak_processes": sampler.peak_processes,
+        # ru_maxrss from wait4: the largest RSS of any single process in the tree (Linux: KiB).
+        "max_rss_single_mib": round(usage.ru_maxrss / 1024, 1),
+        # CPU of the whole tree (children are reaped by their parents, so their time is included).
+        "cpu_user_s": round(usage.ru_utime, 2),
+        "cpu_sys_s": round(usage.ru_stime, 2),
+    }
+
+
+def parse_recap(log_text: str) -> dict[str, int]:
+    totals = {"hosts": 0, "ok": 0, "changed": 0, "unreachable": 0, "failed": 0}
+    recap = log_text.rsplit("PLAY RECAP", 1)[-1] if "PLAY RECAP" in log_text else ""
+    for line in recap.splitlines():
+        match = RECAP_RE.match(line.strip())
+        if match:
+            totals["hosts"] += 1
+            for key in ("ok", "changed", "unreachable", "failed"):
+                totals[key] += int(match.group(key))
+    return totals
+
+
+def parse_profile(log_text: str) -> list[dict[str, Any]]:
+    """The per-task summary ansible.posix.profile_tasks prints at the end (slowest first)."""
+    tail = log_text.rsplit("PLAY RECAP", 1)[-1]
+    rows = []
+    for line in tail.splitlines():
+        match = PROFILE_RE.match(line.strip())
+        if match:
+            rows.append({"task": match.group("task").strip(), "s": float(match.group("seconds"))})
+    return rows
+
+
+def loadavg() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+# --- fleet setup -------------------------------------------------------------------------------------------
+
+
+def host_names(size: int) -> list[str]:
+    width = max(4, len(str(size)))
+    return [f"bench-dev-{index:0{width}d}" for index in range(1, size + 1)]
+
+
+def write_inventory(path: Path, hosts: list[str], devices_dir: Path) -> None:
+    """YAML inventory: group `fleet`, every host local with its own device_root."""
+    lines = ["---", "fleet:", "  vars:", "    ansible_connection: local"]
+    lines.append(f"    ansible_python_interpreter: {json.dumps(sys.executable)}")
+    lines.append("  hosts:")
+    for host in hosts:
+        lines.append(f"    {host}:")
+        lines.append(f"      device_root: {json.dumps(str(devices_dir / host))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def ansible_env(forks: int, profile: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+            "ANSIBLE_FORKS": str(forks),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    if profile:
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
+        env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "30"
+    return env
+
+
+def make_ca(ca_dir: Path, key_type: str, env: dict[str, str]) -> None:
+    """Root + intermediate CA with iotfleet.aziot.x509_ca (not timed; shared by A, B and C)."""
+    argv = [
+        str(VENV_BIN / "ansible"),
+        "localhost",
+        "-m",
+        "iotfleet.aziot.x509_ca",
+        "-a",
+        json.dumps({"path": str(ca_dir), "key_type": key_type}),
+    ]
+    result = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise BenchError(f"creating the bench CA in {ca_dir} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+def write_enrollments(path: Path, root_ca: Path) -> None:
+    """Emulator enrollment file: one verified X.509 group on the bench root CA, the emulator's DPS defaults."""
+    path.write_text(
+        "---\n"
+        f"id_scope: {ID_SCOPE}\n"
+        "linked_hubs: [bench-hub.azure-devices.net]\n"
+        "defaults:\n"
+        "  assignment_delay: 1.0\n"
+        "  retry_after: 3\n"
+        "  rate_limit_per_minute: 0\n"
+        "enrollment_groups:\n"
+        "  - name: bench-x509\n"
+        "    attestation: x509\n"
+        f"    ca_cert: {json.dumps(str(root_ca))}\n"
+        "    verified: true\n",
+        encoding="utf-8",
+    )
+
+
+# --- phases ------------------------------------------------------------------------------------------------
+
+
+def run_phase_a(
+    cell_dir: Path, hosts: list[str], key_type: str, ca_dir: Path, env: dict[str, str], tag: str
+) -> dict[str, Any]:
+    devices = cell_dir / "A"
+    devices.mkdir(exist_ok=True)
+    log = cell_dir / f"A-{tag}.log"
+    argv = ["bash", str(BENCH_DIR / "method_a_openssl.sh"), key_type, str(ca_dir), str(devices), *hosts]
+    result = run_measured(argv, log, env, REPO_ROOT)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    if result["rc"] != 0:
+        raise BenchError(f"method A ({tag}) exited {result['rc']}: {text[-2000:]}")
+    match = re.search(r"^changed=(\d+)$", text, re.MULTILINE)
+    result["changed"] = int(match.group(1)) if match else None
+    return result
+
+
+def run_playbook(
+    name: str, playbook: Path, inventory: Path, extra: dict[str, Any], env: dict[str, str], forks: int, log: Path
+) -> dict[str, Any]:
+    argv = [
+        str(VENV_BIN / "ansible-playbook"),
+        "-i",
+        str(inventory),
+        "-f",
+        str(forks),
+        "-e",
+        json.dumps(extra),
+        str(playbook),
+    ]
+    result = run_measured(argv, log, env, REPO_ROOT)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    recap = parse_recap(text)
+    result.update(changed=recap["changed"], tasks_ok=recap["ok"], hosts=recap["hosts"])
+    if result["rc"] != 0 or recap["failed"] or recap["unreachable"]:
+        raise BenchError(f"{name} failed (rc {result['rc']}, see {log}): {text[-3000:]}")
+    if "profile_tasks" in env.get("ANSIBLE_CALLBACKS_ENABLED", ""):
+        result["profile"] = parse_profile(text)
+    return result
+
+
+def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, work: Path) -> dict[str, Any]:
+    from tools.dps_emulator.testing import EmulatorStartError, start_emulator
+
+    cell_dir = work / f"{key_type}-{size}-r{repeat}"
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)
+    cell_dir.mkdir(parents=True)
+    env = ansible_env(args.forks, args.profile)
+    hosts = host_names(size)
+    ca_dir = cell_dir / "ca"
+    make_ca(ca_dir, key_type, env)
+    inventories = {}
+    for method in ("B", "C"):
+        (cell_dir / method).mkdir()
+        inventories[method] = cell_dir / f"inventory-{method}.yml"
+        write_inventory(inventories[method], hosts, cell_dir / method)
+    enrollments = cell_dir / "enrollments.yml"
+    write_enrollments(enrollments, ca_dir / "root-ca.cert.pem")
+    cell: dict[str, Any] = {"key_type": key_type, "size": size, "repeat": repeat, "load_before": loadavg()}
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        emulator = start_emulator(enrollments, cell_dir / "dps", python=sys.executable, extra_args=["--quiet"])
+    except EmulatorStartError as error:
+        raise BenchError(f"the DPS emulator did not start: {error}") from error
+    try:
+        b_extra = {"bench_ca_dir": str(ca_dir), "bench_key_type": key_type}
+        c_extra = {**b_extra, "bench_dps_endpoint": emulator.url + "/", "bench_id_scope": ID_SCOPE}
+        dps_extra = {
+            "bench_dps_host": f"{emulator.host}:{emulator.port}",
+            "bench_id_scope": ID_SCOPE,
+            "bench_dps_ca": str(emulator.ca_cert),
+        }
+        pb = PLAYBOOKS
+        for tag in ("first", "rerun"):
+            if "A" in args.methods:
+                phases.setdefault("A", {})[tag] = run_phase_a(cell_dir, hosts, key_type, ca_dir, env, tag)
+            if "B" in args.methods:
+                phases.setdefault("B", {})[tag] = run_playbook(
+                    "method B",
+                    pb / "method_b_community_crypto.yml",
+                    inventories["B"],
+                    b_extra,
+                    env,
+                    args.forks,
+                    cell_dir / f"B-{tag}.log",
+                )
+            if "C" in args.methods:
+                phases.setdefault("C", {})[tag] = run_playbook(
+                    "method C",
+                    pb / "method_c_collection.yml",
+                    inventories["C"],
+                    c_extra,
+                    env,
+                    args.forks,
+                    cell_dir / f"C-{tag}.log",
+                )
+                dps = run_playbook(
+                    "method C DPS phase",
+                    pb / "method_c_dps.yml",
+                    inventories["C"],
+                    dps_extra,
+                    env,
+                    args.forks,
+                    cell_dir / f"C_dps-{tag}.log",
+                )
+                dps["devices_per_min"] = round(size * 60 / dps["wall_s"], 1)
+                phases.setdefault("C_dps", {})[tag] = dps
+            progress(
+                f"  {key_type} n={size} r{repeat} {tag}: "
+                + ", ".join(
+                    f"{name} {phase[tag]['wall_s']:.1f}s ch={phase[tag]['changed']}" for name, phase in phases.items()
+                )
+            )
+        if "C" in args.methods:
+            registered = len(emulator.devices())
+            phases["C_dps"]["registered_devices"] = registered
+            if registered != size:
+                raise BenchError(f"the DPS emulator shows {registered} devices, expected {size}")
+    finally:
+        emulator.stop()
+    cell["load_after"] = loadavg()
+    cell["phases"] = phases
+    cell["ratios"] = cell_ratios(phases)
+    if not args.keep:
+        shutil.rmtree(cell_dir)
+    return cell
+
+
+def ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None) -> float | None:
+    if not numerator or not denominator or not denominator["wall_s"]:
+        return None
+    return round(numerator["wall_s"] / denominator["wall_s"], 3)
+
+
+def cell_ratios(phases: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Ratios from the same cell (pair by pair): < 1 means C took less wall time."""
+    a, b, c = phases.get("A", {}), phases.get("B", {}), phases.get("C", {})
+    return {
+        "C/A_first": ratio(c.get("first"), a.get("first")),
+        "C/B_first": ratio(c.get("first"), b.get("first")),
+        "C/A_rerun": ratio(c.get("rerun"), a.get("rerun")),
+        "C/B_rerun": ratio(c.get("rerun"), b.get("rerun")),
+        "C_rerun/C_first": ratio(c.get("rerun"), c.get("first")),
+        "B_rerun/B_first": ratio(b.get("rerun"), b.get("first")),
+    }
+
+
+# --- summary and report -------------------------------------------------------------------------------------
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
+def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault((cell["key_type"], cell["size"]), []).append(cell)
+    summary = []
+    for (key_type, size), group in groups.items():
+        row: dict[str, Any] = {"key_type": key_type, "size": size, "runs": len(group)}
+        for phase in PHASES:
+            for tag in ("first", "rerun"):
+                runs = [cell["phases"][phase][tag] for cell in group if phase in cell["phases"]]
+                if not runs:
+                    continue
+                for metric in ("wall_s", "peak_rss_tree_mib", "peak_pss_tree_mib", "max_rss_single_mib"):
+                    row[f"{phase}_{tag}_{metric}"] = median([run[metric] for run in runs])
+                row[f"{phase}_{tag}_changed_max"] = max(run["changed"] or 0 for run in runs)
+                if phase == "C_dps":
+                    row[f"{phase}_{tag}_devices_per_min"] = median([run["devices_per_min"] for run in runs])
+        for name in group[0]["ratios"]:
+            row[f"ratio {name}"] = median([cell["ratios"][name] for cell in group])
+        summary.append(row)
+    return summary
+
+
+def machine_description() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        except OSError:
+            return "unknown"
+        return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "unknown"
+
+    import cryptography
+
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "ansible_core": version([str(VENV_BIN / "ansible"), "--version"]),
+        "openssl": version(["openssl", "version"]),
+        "cryptography": cryptography.__version__,
+    }
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def report(results: dict[str, Any]) -> str:
+    """Markdown tables of the medians and the per-run ratios."""
+    out = []
+    settings = results["settings"]
+    out.append(f"Command: `{results['command']}`  ")
+    out.append(
+        f"Started {results['started']}, finished {results.get('finished', '?')}; forks {settings['forks']}, "
+        f"{settings['repeats']} repeat(s) per cell.  "
+    )
+    machine = results["machine"]
+    out.append(
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, Linux "
+        f"{machine['kernel']}, Python {machine['python']}, {machine['ansible_core']}, {machine['openssl']}, "
+        f"cryptography {machine['cryptography']}.  "
+    )
+    out.append(f"Load average (1/5/15 min) at start {results['load_start']}, at end {results.get('load_end')}.")
+    if not results.get("complete", True):
+        out.append("")
+        out.append("**Incomplete run**: interrupted after the cells listed below.")
+    out.append("")
+    out.append(
+        "Wall time, seconds (median of the repeats); `re` = re-run with nothing to do, `ch` = its changed count "
+        "(max over the repeats)."
+    )
+    out.append("")
+    out.append(
+        "| key | N | A first | B first | C first | A re | B re (ch) | C re (ch) | C DPS first | DPS dev/min "
+        "| DPS re (ch) |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["summary"]:
+        g = row.get
+        out.append(
+            f"| {row['key_type']} | {row['size']} | {fmt(g('A_first_wall_s'))} | {fmt(g('B_first_wall_s'))} | "
+            f"{fmt(g('C_first_wall_s'))} | {fmt(g('A_rerun_wall_s'))} | {fmt(g('B_rerun_wall_s'))} "
+            f"({fmt(g('B_rerun_changed_max'))}) | {fmt(g('C_rerun_wall_s'))} ({fmt(g('C_rerun_changed_max'))}) | "
+            f"{fmt(g('C_dps_first_wall_s'))} | {fmt(g('C_dps_first_devices_per_min'))} | "
+            f"{fmt(g('C_dps_rerun_wall_s'))} ({fmt(g('C_dps_rerun_changed_max'))}) |"
+        )
+    out.append("")
+    out.append("Ratios, computed pair by pair inside each run, then the median over the repeats (< 1: C is faster).")
+    out.append("")
+    out.append("| key | N | C/A first | C/B first | C/A re | C/B re | C re / C first | B re / B first |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["summary"]:
+        out.append(
+            f"| {row['key_type']} | {row['size']} | {fmt(row.get('ratio C/A_first'), 2)} | "
+            f"{fmt(row.get('ratio C/B_first'), 2)} | {fmt(row.get('ratio C/A_rerun'), 2)} | "
+            f"{fmt(row.get('ratio C/B_rerun'), 2)} | {fmt(row.get('ratio C_rerun/C_first'), 2)} | "
+            f"{fmt(row.get('ratio B_rerun/B_first'), 2)} |"
+        )
+    out.append("")
+    out.append(
+        "Controller peak memory, MiB (median), sampled every 0.2 s over ansible-playbook and all its "
+        "descendants: summed PSS (shared pages counted once) / summed RSS (shared pages counted in every "
+        "process) / the largest single process (wait4 ru_maxrss)."
+    )
+    out.append("")
+    out.append("| key | N | A first | B first | C first | C re | C DPS first |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for row in results["summary"]:
+        cells = []
+        for name in ("A_first", "B_first", "C_first", "C_rerun", "C_dps_first"):
+            cells.append(
+                f"{fmt(row.get(name + '_peak_pss_tree_mib'), 0)} / {fmt(row.get(name + '_peak_rss_tree_mib'), 0)} / "
+                f"{fmt(row.get(name + '_max_rss_single_mib'), 0)}"
+            )
+        out.append(f"| {row['key_type']} | {row['size']} | " + " | ".join(cells) + " |")
+    out.append("")
+    out.append("Every run (wall s; ratios of that run):")
+    out.append("")
+    out.append("| key | N | rep | A | B | C | A re | B re | C re | DPS | DPS re | C/A | C/B | C/B re | load 1 min |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for cell in results["cells"]:
+        p = cell["phases"]
+        r = cell["ratios"]
+        w = functools.partial(wall_of, p)
+        out.append(
+            f"| {cell['key_type']} | {cell['size']} | {cell['repeat']} | {w('A', 'first')} | {w('B', 'first')} | "
+            f"{w('C', 'first')} | {w('A', 'rerun')} | {w('B', 'rerun')} | {w('C', 'rerun')} | {w('C_dps', 'first')} | "
+            f"{w('C_dps', 'rerun')} | {fmt(r['C/A_first'], 2)} | {fmt(r['C/B_first'], 2)} | {fmt(r['C/B_rerun'], 2)} | "
+            f"{cell['load_before'][0]} → {cell['load_after'][0]} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def wall_of(phases: dict[str, Any], phase: str, tag: str) -> str:
+    return fmt(phases[phase][tag]["wall_s"]) if phase in phases else "-"
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,150", help="fleet sizes, comma separated (default 10,150)")
+    parser.add_argument("--key-types", default="ec-p256,rsa-4096", help="ec-p256 and/or rsa-4096")
+    parser.add_argument("--rsa-max-size", type=int, default=150, help="skip RSA cells above this size (default 150)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per (key type, size) cell (default 3)")
+    parser.add_argument("--forks", type=int, default=10, help="Ansible forks for B and C (default 10)")
+    parser.add_argument("--methods", default="A,B,C", help="subset of A,B,C (default all)")
+    parser.add_argument("--profile", action="store_true", help="enable ansible.posix.profile_tasks for B and C")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>.json)")
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "bench", help="scratch directory")
+    parser.add_argument("--keep", action="store_true", help="keep each cell's device trees and logs")
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [int(size) for size in args.sizes.split(",") if size]
+    except ValueError:
+        parser.error(f"--sizes: expected comma-separated integers, got {args.sizes!r}")
+    args.key_types = [key for key in args.key_types.split(",") if key]
+    for key in args.key_types:
+        if key not in KEY_TYPES:
+            parser.error(f"--key-types: {key!r} is not one of {', '.join(KEY_TYPES)}")
+    args.work_dir = args.work_dir.resolve()
+    args.methods = [method for method in args.methods.split(",") if method]
+    for method in args.methods:
+        if method not in ("A", "B", "C"):
+            parser.error(f"--methods: {method!r} is not one of A, B, C")
+    if args.repeats < 1 or args.forks < 1 or not args.sizes or min(args.sizes) < 1:
+        parser.error("--repeats, --forks and every size must be at least 1")
+    return args
+
+
+def write_results(out: Path, results: dict[str, Any], complete: bool) -> None:
+    results["complete"] = complete
+    results["summary"] = summarise(results["cells"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(out.name + ".tmp")
+    temp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    temp.replace(out)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["report"]:
+        if len(argv) != 2:
+            print("usage: run.py report <results.json>", file=sys.stderr)
+            return 2
+        sys.stdout.write(report(json.loads(Path(argv[1]).read_text(encoding="utf-8"))))
+        return 0
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    out = args.out or BENCH_DIR / "results" / f"{started:%Y%m%dT%H%M%SZ}.json"
+    results: dict[str, Any] = {
+        "schema": 1,
+        "command": " ".join(["bench/run.py", *argv]),
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "settings": {
+            "forks": args.forks,
+            "repeats": args.repeats,
+            "gather_facts": False,
+            "ansible_cfg": "repo ansible.cfg (pipelining on; connection local for every host)",
+            "dps_emulator": {"retry_after_s": 3, "assignment_delay_s": 1.0},
+            "memory": "peak_pss_tree_mib / peak_rss_tree_mib: summed PSS / RSS of the process tree sampled every "
+            "0.2 s from /proc; "
+            "max_rss_single_mib: wait4 ru_maxrss, the largest single process",
+        },
+        "load_start": loadavg(),
+        "cells": [],
+    }
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for key_type in args.key_types:
+            for size in args.sizes:
+                if key_type.startswith("rsa") and size > args.rsa_max_size:
+                    continue
+                for repeat in range(1, args.repeats + 1):
+                    results["cells"].append(run_cell(args, key_type, size, repeat, args.work_dir))
+                    # Written after every cell: an interrupted run keeps what it measured ("complete": false).
+                    write_results(out, results, complete=False)
+    except BenchError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 1
+    results["load_end"] = loadavg()
+    results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    write_results(out, results, complete=True)
+    sys.stdout.write(report(results))
+    progress(f"results written to {out}")
+    bad = [
+        f"{cell['key_type']} n={cell['size']} r{cell['repeat']}"
+        for cell in results["cells"]
+        if any(cell["phases"].get(phase, {}).get("rerun", {}).get("changed") for phase in ("C", "C_dps"))
+    ]
+    if bad:
+        print(f"bench: error: C re-run reported changes (must be 0) in {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
