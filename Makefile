@@ -85,6 +85,10 @@ molecule: venv images
 test: lint sanity unit integration reliability bench-smoke containers molecule
 	@echo "make test: all suites passed"
 
+# The main job on an embedded default: a container fleet + the local DPS emulator, end to end.
+demo: venv
+	scripts/demo.sh
+
 # Benchmarks (issue 6): results are data in bench/results, the write-up is docs/benchmarks.md.
 # bench-smoke runs the harness on 3 devices so it cannot rot; it is not a timed test.
 BENCH_ARGS ?= --sizes 10,150 --key-types ec-p256,rsa-4096 --repeats 3

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# `make demo`: provision a small container fleet against the local DPS emulator, end to end.
+#
+#   scripts/demo.sh          build what is missing, start the emulator and 3 stock Debian containers
+#                            (pi-demo-01..03), run playbooks/provision.yml, print the fleet table, run
+#                            provision.yml again to show changed=0, then clean up
+#   DEMO_KEEP=1 scripts/demo.sh   keep the fleet and the emulator running afterwards (try fleet_status.yml,
+#                            reissue.yml -l pi-demo-02, or add pi-demo-04 to inventory/demo/hosts.yml)
+#   scripts/demo.sh clean    stop the emulator and remove the containers (the lab CA in build/demo/pki stays)
+#
+# Needs root (podman, image builds) and the repo's .venv (`make venv`). Safe to re-run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/tests/containers/containers.conf}
+export ANSIBLE_CONFIG=$ROOT/ansible.cfg
+export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
+export IOTFLEET_DEMO_DIR=${IOTFLEET_DEMO_DIR:-$ROOT/build/demo}
+DEMO_DIR=$IOTFLEET_DEMO_DIR
+BIN=$ROOT/.venv/bin
+IMAGE=localhost/iotfleet-debian:bookworm-amd64
+INVENTORY=$ROOT/inventory/demo
+DEVICES=(pi-demo-01 pi-demo-02 pi-demo-03)
+ID_SCOPE=0ne0000demo   # must match inventory/demo/group_vars/pis.yml
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+stop_emulator() {
+  local pid
+  pid=$(cat "$DEMO_DIR/emulator.pid" 2>/dev/null || true)
+  # Only our own emulator: the recorded pid, if it still is a dps_emulator process.
+  if [[ -n $pid ]] && grep -q dps_emulator "/proc/$pid/cmdline" 2>/dev/null; then
+    kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$DEMO_DIR/emulator.pid"
+}
+
+clean() {
+  say "Cleaning up: emulator and containers ${DEVICES[*]}"
+  stop_emulator
+  podman rm -f -t 1 "${DEVICES[@]}" >/dev/null 2>&1 || true
+  # The emulator's device list goes with the devices; the lab CA is kept for the next run.
+  rm -rf "$DEMO_DIR/dps"
+}
+
+# Sum of changed= over the PLAY RECAP lines of an ansible-playbook log; fails when a host failed.
+recap_changed() {
+  awk '/^PLAY RECAP/ {r=1; next} r && /changed=/ {
+         for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "changed") c += kv[2];
+                                     if (kv[1] == "failed" || kv[1] == "unreachable") f += kv[2] } }
+       END { if (f > 0) exit 1; print c + 0 }' "$1"
+}
+
+[[ ${1:-run} == clean ]] && { clean; exit 0; }
+[[ ${1:-run} == run ]] || die "usage: $0 [run|clean]"
+[[ $(id -u) -eq 0 ]] || die "needs root (podman, debootstrap): sudo $0"
+[[ -x $BIN/ansible-playbook ]] || die "no $BIN/ansible-playbook: run 'make venv' first"
+
+if [[ ${DEMO_KEEP:-0} != 1 ]]; then
+  trap 'clean; echo "(DEMO_KEEP=1 keeps the fleet running)"' EXIT
+fi
+mkdir -p "$DEMO_DIR"
+START=$(date +%s)
+
+say "Host packages and the stock Debian image (skipped when present)"
+tests/containers/install-host-deps.sh
+ARCHES=amd64 VARIANTS=stock tests/containers/build-images.sh
+
+say "Lab CA on the controller (playbooks/ca.yml)"
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/ca.yml | sed -n '/Show what to upload/,/^$/p'
+
+say "Local DPS emulator on the podman bridge, X.509 enrollment group on the lab intermediate CA"
+stop_emulator
+cat > "$DEMO_DIR/enrollments.yml" <<YAML
+---
+id_scope: $ID_SCOPE
+linked_hubs: [demo-hub-east.azure-devices.net, demo-hub-west.azure-devices.net]
+defaults: {assignment_delay: 1.0, retry_after: 1}
+enrollment_groups:
+  - name: demo-fleet
+    attestation: x509
+    ca_cert: $DEMO_DIR/pki/intermediate-ca.cert.pem
+    verified: true
+YAML
+GATEWAY=$(podman network inspect podman | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["subnets"][0]["gateway"])')
+setsid "$BIN/python" -m tools.dps_emulator serve --config "$DEMO_DIR/enrollments.yml" --state-dir "$DEMO_DIR/dps" \
+  --host "$GATEWAY" --quiet > "$DEMO_DIR/emulator.log" 2>&1 < /dev/null &
+echo $! > "$DEMO_DIR/emulator.pid"
+"$BIN/python" -m tools.dps_emulator wait --state-dir "$DEMO_DIR/dps" --timeout 30 --url \
+  || { cat "$DEMO_DIR/emulator.log" >&2; die "the emulator did not start"; }
+
+say "Container fleet: ${DEVICES[*]} ($IMAGE: Debian 12 with python3 only)"
+for device in "${DEVICES[@]}"; do
+  if ! podman container exists "$device"; then
+    podman run -d --name "$device" --hostname "$device" --stop-timeout=1 "$IMAGE" sleep infinity >/dev/null
+  fi
+  podman start "$device" >/dev/null
+done
+podman ps --filter name=pi-demo --format '{{.Names}}  {{.Image}}  {{.Status}}'
+
+say "Provisioning: ansible-playbook -i inventory/demo playbooks/provision.yml"
+T0=$(date +%s)
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml | tee "$DEMO_DIR/provision-1.log" | grep -E '^(PLAY RECAP|pi-demo)' || true
+CHANGED=$(recap_changed "$DEMO_DIR/provision-1.log") || die "provisioning failed: see $DEMO_DIR/provision-1.log"
+echo "first run: $(($(date +%s) - T0)) s, $CHANGED changes"
+
+say "Fleet status from DPS (playbooks/fleet_status.yml)"
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/fleet_status.yml -e fleet_status_file="$DEMO_DIR/fleet-status.txt" \
+  > "$DEMO_DIR/fleet-status.log" || die "fleet_status.yml failed: see $DEMO_DIR/fleet-status.log"
+cat "$DEMO_DIR/fleet-status.txt"
+
+say "Running provision.yml again: nothing to do"
+T0=$(date +%s)
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml | tee "$DEMO_DIR/provision-2.log" | grep -E '^(PLAY RECAP|pi-demo)' || true
+CHANGED=$(recap_changed "$DEMO_DIR/provision-2.log") || die "second run failed: see $DEMO_DIR/provision-2.log"
+[[ $CHANGED -eq 0 ]] || die "second run changed $CHANGED things, expected changed=0: see $DEMO_DIR/provision-2.log"
+echo "second run: $(($(date +%s) - T0)) s, changed=0 on every device"
+
+say "The emulator's IoT Hub device list: python -m tools.dps_emulator devices --state-dir $DEMO_DIR/dps"
+"$BIN/python" -m tools.dps_emulator devices --state-dir "$DEMO_DIR/dps" \
+  | "$BIN/python" -c 'import json, sys
+for d in json.load(sys.stdin):
+    print("%-14s %-34s %-30s registrations: %s" % (d["deviceId"], d["assignedHub"], d["enrollment"], d["registrationCount"]))'
+
+say "Demo done in $(($(date +%s) - START)) s"
+if [[ ${DEMO_KEEP:-0} == 1 ]]; then
+  echo "The fleet and the emulator keep running. Try:"
+  echo "  IOTFLEET_DEMO_DIR=$DEMO_DIR $BIN/ansible-playbook -i inventory/demo playbooks/reissue.yml -l pi-demo-02"
+  echo "Clean up with: $0 clean"
+fi
