@@ -212,16 +212,20 @@ def _der_children(data: bytes, start: int, end: int) -> list[tuple[int, int, int
     return children
 
 
+def _tbs_fields(der: bytes) -> list:
+    """The fields of a DER certificate's tbsCertificate after the optional [0] version:
+    serialNumber, signature, issuer, validity, subject, ... (raises IndexError/ValueError when malformed)."""
+    _tag, start, end = _der_read(der, 0)  # Certificate
+    _tag, start, end = _der_children(der, start, end)[0]  # tbsCertificate
+    fields = _der_children(der, start, end)
+    return fields[1:] if fields[0][0] == 0xA0 else fields
+
+
 def certificate_common_name(der: bytes) -> str | None:
     """The subject CN of a DER certificate, or None when it has none or cannot be parsed."""
     try:
-        _tag, start, end = _der_read(der, 0)  # Certificate
-        _tag, start, end = _der_children(der, start, end)[0]  # tbsCertificate
-        fields = _der_children(der, start, end)
-        if fields[0][0] == 0xA0:  # [0] version
-            fields = fields[1:]
         # serialNumber, signature, issuer, validity, subject
-        _tag, start, end = fields[4]
+        _tag, start, end = _tbs_fields(der)[4]
         for _set_tag, set_start, set_end in _der_children(der, start, end):
             for _seq_tag, seq_start, seq_end in _der_children(der, set_start, set_end):
                 oid, value = _der_children(der, seq_start, seq_end)[:2]
@@ -248,12 +252,7 @@ def _der_time(der: bytes, tag: int, start: int, end: int) -> float:
 def certificate_validity(der: bytes) -> tuple[float, float] | None:
     """(notBefore, notAfter) of a DER certificate as Unix times, or None when it cannot be parsed."""
     try:
-        _tag, start, end = _der_read(der, 0)  # Certificate
-        _tag, start, end = _der_children(der, start, end)[0]  # tbsCertificate
-        fields = _der_children(der, start, end)
-        if fields[0][0] == 0xA0:  # [0] version
-            fields = fields[1:]
-        _tag, start, end = fields[3]  # serialNumber, signature, issuer, validity
+        _tag, start, end = _tbs_fields(der)[3]  # serialNumber, signature, issuer, validity
         times = _der_children(der, start, end)
         return _der_time(der, *times[0]), _der_time(der, *times[1])
     except (IndexError, ValueError, UnicodeDecodeError, OverflowError):
