@@ -73,19 +73,17 @@ class ActionModule(ActionBase):
 
     def _ca_chain(self, params: dict, ca_cert) -> list:
         """The issuing CA and the certificates above it, up to the root, verified link by link."""
-        if ca_cert.issuer == ca_cert.subject and params["ca_chain_path"] is None:
-            return [ca_cert]
-        if params["ca_chain_path"] is None:
-            raise PkiError(
-                "full_chain_path needs ca_chain_path: a PEM file (on the controller) with the root CA certificate "
-                "and any intermediates above the issuing CA"
-            )
-        given = load_certificates(self._controller_file(params["ca_chain_path"], "ca_chain_path"), "ca_chain_path")
+        given = []
+        for path in params["ca_chain_paths"]:
+            given.extend(load_certificates(self._controller_file(path, "ca_chain_paths"), f"ca_chain_paths {path}"))
         roots = [c for c in [ca_cert, *given] if c.issuer == c.subject]
-        if not roots:
-            raise PkiError(f"ca_chain_path {params['ca_chain_path']} holds no self-signed root CA certificate")
         if ca_cert in roots:
             return [ca_cert]
+        if not roots:
+            raise PkiError(
+                "full_chain_path needs ca_chain_paths: PEM files (on the controller) with the root CA certificate "
+                "and any intermediates above the issuing CA"
+            )
         chain, _unused = order_chain(ca_cert, given, roots[0])
         return chain
 

@@ -32,7 +32,7 @@ def argument_spec() -> dict:
         "cert_mode": {"type": "raw", "default": "0644"},
         "backup": {"type": "bool", "default": False},
         "full_chain_path": {"type": "path"},
-        "ca_chain_path": {"type": "path"},
+        "ca_chain_paths": {"type": "list", "elements": "path", "default": []},
         "full_chain_include_root": {"type": "bool", "default": True},
     }
 

@@ -136,16 +136,18 @@ options:
   full_chain_path:
     description:
       - Also maintain the full-chain file DPS needs at this path on the device (device certificate, then the
-        issuing CA, then the certificates of O(ca_chain_path)), in the same task. Same owner, group and mode as
+        issuing CA, then the certificates of O(ca_chain_paths)), in the same task. Same owner, group and mode as
         the certificate. It is rewritten whenever its content would differ, for example after a re-issue.
       - Doing it here saves a module run per device compared with M(iotfleet.aziot.full_chain).
     type: path
-  ca_chain_path:
+  ca_chain_paths:
     description:
-      - Path B(on the controller) of a PEM file with the CA certificates above the issuing CA, up to and including
-        the root. Needed with O(full_chain_path) unless the issuing CA is itself the root.
+      - Paths B(on the controller) of PEM files with the CA certificates above the issuing CA, up to and including
+        the root, in any order. Needed with O(full_chain_path) unless the issuing CA is itself the root.
       - Every signature link and validity window is checked, and the chain must end at a self-signed root.
-    type: path
+    type: list
+    elements: path
+    default: []
   full_chain_include_root:
     description:
       - Put the root CA certificate at the end of the O(full_chain_path) file, as Azure's guides do.
@@ -204,7 +206,7 @@ EXAMPLES = r"""
     full_chain_path: /var/aziot/certs/device-id.full-chain.cert.pem
     ca_cert_path: pki/intermediate-ca.cert.pem
     ca_key_path: pki/intermediate-ca.key.pem
-    ca_chain_path: pki/root-ca.cert.pem
+    ca_chain_paths: [pki/root-ca.cert.pem]
 
 - name: Move a device from RSA to EC P-256 (replaces the key, keeps a backup)
   iotfleet.aziot.x509_device_cert:
