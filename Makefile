@@ -80,7 +80,7 @@ containers: venv images
 
 # No prerun (see extensions/molecule/smoke/molecule.yml): the collection comes from .collections.
 molecule: venv images
-	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections molecule test --all
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
 test: lint sanity unit integration reliability bench-smoke containers molecule
 	@echo "make test: all suites passed"
