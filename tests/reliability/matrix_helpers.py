@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import hmac
 import json
 import os
 import runpy
@@ -23,6 +24,7 @@ import stat
 import subprocess
 import sys
 import traceback
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "hooks"))
 import killer
 
 BIN = Path(sys.executable).parent
+AUDIT_HOOK = Path(__file__).resolve().parent / "hooks" / "audit"
 COLLECTIONS = REPO_ROOT / ".collections"
 MODULES = REPO_ROOT / "plugins" / "modules"
 
@@ -290,6 +293,43 @@ def connection(emulator) -> dict:
 
 def registered_devices(emulator) -> dict[str, dict]:
     return {device["registrationId"]: device for device in emulator.devices()}
+
+
+# --- secrets: what a leak would look like -------------------------------------------------------------------
+
+
+def derived_key(group_key: str, registration_id: str) -> str:
+    digest = hmac.new(base64.b64decode(group_key), registration_id.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def sas_signatures(device_key: str, registration_id: str, expiries: range) -> list[str]:
+    """Every SAS signature the module could have sent for these expiry times (raw and url-encoded)."""
+    resource = urllib.parse.quote(f"{ID_SCOPE}/registrations/{registration_id}", safe="")
+    found = []
+    for expiry in expiries:
+        for sr in (resource, f"{ID_SCOPE}/registrations/{registration_id}"):
+            signature = base64.b64encode(
+                hmac.new(base64.b64decode(device_key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
+            ).decode()
+            found += [signature, urllib.parse.quote(signature, safe="")]
+    return found
+
+
+def pem_body_lines(pem: bytes) -> list[str]:
+    """The base64 lines of a PEM private key: any of them in the output is a leak."""
+    return [line for line in pem.decode().splitlines() if line and not line.startswith("-----") and len(line) >= 40]
+
+
+def device_interpreter(tmp_path: Path, log: Path) -> str:
+    """A 'device' Python: the same interpreter with the audit hook logging to the device-side log."""
+    wrapper = tmp_path / "device-python"
+    wrapper.write_text(
+        f'#!/bin/sh\nRELIABILITY_OPEN_LOG="{log}" PYTHONPATH="{AUDIT_HOOK}" exec "{sys.executable}" "$@"\n',
+        encoding="utf-8",
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 @pytest.fixture(scope="session")

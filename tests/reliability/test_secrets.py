@@ -15,62 +15,26 @@ full_chain, aziot_config (DPS symmetric-key variant, the derived device key inli
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import re
 import stat
-import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 from matrix_helpers import (
+    AUDIT_HOOK,
     GROUP_KEY,
-    ID_SCOPE,
     Pki,
     clean_env,
     connection,
+    derived_key,
+    device_interpreter,
+    pem_body_lines,
     run_playbook,
+    sas_signatures,
 )
 
-AUDIT_HOOK = Path(__file__).resolve().parent / "hooks" / "audit"
 REGISTRATION_ID = "rel-secret-01"
-
-
-def derived_key(group_key: str, registration_id: str) -> str:
-    digest = hmac.new(base64.b64decode(group_key), registration_id.encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
-def sas_signatures(device_key: str, registration_id: str, expiries: range) -> list[str]:
-    """Every SAS signature the module could have sent for these expiry times (raw and url-encoded)."""
-    resource = urllib.parse.quote(f"{ID_SCOPE}/registrations/{registration_id}", safe="")
-    found = []
-    for expiry in expiries:
-        for sr in (resource, f"{ID_SCOPE}/registrations/{registration_id}"):
-            signature = base64.b64encode(
-                hmac.new(base64.b64decode(device_key), f"{sr}\n{expiry}".encode(), hashlib.sha256).digest()
-            ).decode()
-            found += [signature, urllib.parse.quote(signature, safe="")]
-    return found
-
-
-def pem_body_lines(pem: bytes) -> list[str]:
-    """The base64 lines of a PEM private key: any of them in the output is a leak."""
-    return [line for line in pem.decode().splitlines() if line and not line.startswith("-----") and len(line) >= 40]
-
-
-def device_interpreter(tmp_path: Path, log: Path) -> str:
-    """A 'device' Python: the same interpreter with the audit hook logging to the device-side log."""
-    wrapper = tmp_path / "device-python"
-    wrapper.write_text(
-        f'#!/bin/sh\nRELIABILITY_OPEN_LOG="{log}" PYTHONPATH="{AUDIT_HOOK}" exec "{sys.executable}" "$@"\n',
-        encoding="utf-8",
-    )
-    wrapper.chmod(0o755)
-    return str(wrapper)
 
 
 def provisioning_tasks(work: Path) -> list[dict]:
