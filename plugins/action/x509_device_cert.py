@@ -144,6 +144,8 @@ class ActionModule(ActionBase):
         )
         if inspected.get("backup_key"):
             result["backup_key"] = inspected["backup_key"]
+        if inspected.get("created_directories"):
+            result["created_directories"] = inspected["created_directories"]
 
         before_info = self._info_of(inspected.get("certificate"))
         if inspected.get("public_key") is None:

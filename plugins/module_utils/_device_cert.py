@@ -30,6 +30,8 @@ def argument_spec() -> dict:
         "cert_owner": {"type": "str"},
         "cert_group": {"type": "str"},
         "cert_mode": {"type": "raw", "default": "0644"},
+        "key_dir_mode": {"type": "raw", "no_log": False},
+        "cert_dir_mode": {"type": "raw"},
         "backup": {"type": "bool", "default": False},
         "full_chain_path": {"type": "path"},
         "ca_chain_paths": {"type": "list", "elements": "path", "default": []},

@@ -50,7 +50,7 @@ options:
   key_path:
     description:
       - Path of the device private key on the device (PEM, PKCS#8, unencrypted as IoT Edge requires).
-      - Created with O(key_mode) if missing. Its directory must exist.
+      - Created with O(key_mode) if missing. Its directory must exist, unless O(key_dir_mode) is set.
     type: path
     required: true
   cert_path:
@@ -128,6 +128,22 @@ options:
     description: Mode of the certificate file.
     type: raw
     default: "0644"
+  key_dir_mode:
+    description:
+      - When set, the directory of O(key_path) is ensured with this mode and O(key_owner)/O(key_group), and
+        created if missing (a new directory is made V(0700) first, so it is never more open than asked).
+        Missing parents above it are created with the default mode, owned by the connecting user.
+      - V(0700) is what aziot expects for C(/var/aziot/secrets). Not set, the directory must exist and is left
+        as it is.
+      - Saves an M(ansible.builtin.file) task (one device round trip) per device and run.
+    type: raw
+  cert_dir_mode:
+    description:
+      - When set, the directories of O(cert_path) and O(full_chain_path) are ensured with this mode and
+        O(cert_owner)/O(cert_group), created if missing, like O(key_dir_mode).
+      - If the key and the certificate share a directory, set only one of O(key_dir_mode) and
+        O(cert_dir_mode), or the same mode and owners in both.
+    type: raw
   backup:
     description:
       - Keep a timestamped copy of a key or certificate before replacing it.
@@ -221,6 +237,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+created_directories:
+  description: Directories created because O(key_dir_mode) or O(cert_dir_mode) was set and they were missing.
+  returned: when a directory was created (or would be, in check mode)
+  type: list
+  elements: str
+  sample: [/var/aziot/secrets]
 registration_id:
   description: The registration id (certificate CN).
   returned: always
@@ -315,6 +337,8 @@ backup_full_chain:
   type: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import module_argument_spec
@@ -391,9 +415,61 @@ def ensure_key(module, result: dict):
     return key
 
 
+def _wanted_directories(module) -> dict:
+    """{directory: (owner, group, mode)} asked for by key_dir_mode / cert_dir_mode; fails on a conflict."""
+    params = module.params
+    entries = []
+    if params["key_dir_mode"] is not None:
+        entries.append((params["key_path"], params["key_owner"], params["key_group"], params["key_dir_mode"]))
+    if params["cert_dir_mode"] is not None:
+        for path in (params["cert_path"], params["full_chain_path"]):
+            if path:
+                entries.append((path, params["cert_owner"], params["cert_group"], params["cert_dir_mode"]))
+    wanted: dict = {}
+    for path, owner, group, mode in entries:
+        directory = os.path.dirname(os.path.abspath(path))
+        if wanted.setdefault(directory, (owner, group, mode)) != (owner, group, mode):
+            module.fail_json(
+                msg=f"{params['registration_id']}: the key and the certificate are both in {directory}, and "
+                "key_dir_mode/key_owner/key_group differ from cert_dir_mode/cert_owner/cert_group; set only one "
+                "of key_dir_mode and cert_dir_mode, or put the key in its own directory"
+            )
+    return wanted
+
+
+def ensure_directories(module, result: dict) -> None:
+    """Create or fix the key/certificate directories when key_dir_mode/cert_dir_mode ask for it."""
+    registration_id = module.params["registration_id"]
+    created = []
+    for directory, (owner, group, mode) in _wanted_directories(module).items():
+        if not os.path.isdir(directory):
+            if os.path.lexists(directory):
+                module.fail_json(
+                    msg=f"{registration_id}: {directory} exists but is not a directory; move it away so the "
+                    "key and certificate directory can be created"
+                )
+            created.append(directory)
+            result["changed"] = True
+            if module.check_mode:
+                continue
+            try:
+                os.makedirs(os.path.dirname(directory), exist_ok=True)
+                os.mkdir(directory, 0o700)  # never more open than asked, before owner and mode are set
+            except OSError as exc:
+                module.fail_json(
+                    msg=f"{registration_id}: cannot create directory {directory}: {exc.strerror}; nothing was "
+                    "written (make its parent writable, then run again)"
+                )
+        if module.set_fs_attributes_if_different(file_args_for(module, directory, owner, group, mode), False):
+            result["changed"] = True
+    if created:
+        result["created_directories"] = created
+
+
 def inspect(module) -> dict:
     params = module.params
     result = {"changed": False, "key_generated": False}
+    ensure_directories(module, result)
     key = ensure_key(module, result)
     cert_bytes = read_file(params["cert_path"])
     result["certificate"] = cert_bytes.decode("utf-8", "replace") if cert_bytes is not None else None
