@@ -313,6 +313,8 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         (cell_dir / method).mkdir()
         inventories[method] = cell_dir / f"inventory-{method}.yml"
         write_inventory(inventories[method], hosts, cell_dir / method)
+    for host in hosts:  # /etc/aziot comes with the aziot packages on a device (not timed)
+        (cell_dir / "C" / host / "etc" / "aziot").mkdir(parents=True)
     enrollments = cell_dir / "enrollments.yml"
     write_enrollments(enrollments, ca_dir / "root-ca.cert.pem")
     cell: dict[str, Any] = {"key_type": key_type, "size": size, "repeat": repeat, "load_before": loadavg()}
