@@ -355,6 +355,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     args.forks,
                     cell_dir / f"C-{tag}.log",
                 )
+            if "C" in args.methods and not args.no_dps:
                 dps = run_playbook(
                     "method C DPS phase",
                     pb / "method_c_dps.yml",
@@ -372,7 +373,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     f"{name} {phase[tag]['wall_s']:.1f}s ch={phase[tag]['changed']}" for name, phase in phases.items()
                 )
             )
-        if "C" in args.methods:
+        if "C" in args.methods and not args.no_dps:
             registered = len(emulator.devices())
             phases["C_dps"]["registered_devices"] = registered
             if registered != size:
@@ -581,6 +582,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="runs per (key type, size) cell (default 3)")
     parser.add_argument("--forks", type=int, default=10, help="Ansible forks for B and C (default 10)")
     parser.add_argument("--methods", default="A,B,C", help="subset of A,B,C (default all)")
+    parser.add_argument("--no-dps", action="store_true", help="skip C's DPS phase (e.g. for a 1,000-device C run)")
     parser.add_argument("--profile", action="store_true", help="enable ansible.posix.profile_tasks for B and C")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "bench", help="scratch directory")
