@@ -343,7 +343,7 @@ def test_whole_provisioning_at_vvv_leaks_nothing_and_ca_key_stays_home(emulator,
     finished = time.time()
     assert run.returncode == 0, run.output()
     assert sorted(fleet_devices(emulator, "fl-sec-")) == hosts
-    assert len(run.stdout) > 50000 and "<fl-sec-01> EXEC" in run.stdout  # -vvv really ran
+    assert "<fl-sec-01> EXEC" in run.stdout and "ESTABLISH LOCAL CONNECTION" in run.stdout  # -vvv really ran
 
     keys = {host: fleet.devices / host / "var/aziot/secrets/device-id.key.pem" for host in hosts}
     for key in keys.values():
