@@ -332,6 +332,29 @@ def device_interpreter(tmp_path: Path, log: Path) -> str:
     return str(wrapper)
 
 
+def output_and_files(stdout: str, stderr: str, root: Path, intended: set[Path], since: float) -> dict[str, str]:
+    """Where a leaked secret would show: the run's output, every file written under `root` since `since` except
+    the `intended` ones (the secrets' own places), and everything new in ~/.ansible/tmp."""
+    ansible_tmp = Path.home() / ".ansible" / "tmp"
+    haystacks = {"stdout": stdout, "stderr": stderr}
+    for path in [*root.rglob("*"), *(ansible_tmp.rglob("*") if ansible_tmp.exists() else [])]:
+        try:  # other Ansible runs on this machine come and go in ~/.ansible/tmp
+            if path.is_file() and path not in intended and path.stat().st_mtime >= since - 1:
+                haystacks[str(path)] = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    return haystacks
+
+
+def assert_no_secret(secrets: dict[str, list[str]], haystacks: dict[str, str]) -> None:
+    assert all(secrets.values()), [what for what, values in secrets.items() if not values]
+    for what, values in secrets.items():
+        for where, text in haystacks.items():
+            for value in values:
+                assert value not in text, f"{what} found in {where}"
+    assert "SharedAccessSignature" not in haystacks["stdout"]  # the Authorization header, not even at -vvv
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))

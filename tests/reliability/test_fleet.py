@@ -37,9 +37,11 @@ from matrix_helpers import (
     ID_SCOPE,
     REPO_ROOT,
     Pki,
+    assert_no_secret,
     clean_env,
     derived_key,
     device_interpreter,
+    output_and_files,
     pem_body_lines,
     registered_devices,
     sas_signatures,
@@ -337,7 +339,6 @@ def test_whole_provisioning_at_vvv_leaks_nothing_and_ca_key_stays_home(emulator,
         "dps_registration_group_key": GROUP_KEY,
     }
     controller_log = tmp_path / "controller-open.log"
-    ansible_tmp = Path.home() / ".ansible" / "tmp"
     started = time.time()
     run = fleet.provision("-vvv", env=clean_env(PYTHONPATH=str(AUDIT_HOOK), RELIABILITY_OPEN_LOG=str(controller_log)))
     finished = time.time()
@@ -361,21 +362,10 @@ def test_whole_provisioning_at_vvv_leaks_nothing_and_ca_key_stays_home(emulator,
             ),
         }
     )
-    assert all(secrets.values())
     intended = {*keys.values(), fleet.inventory}  # the inventory holds the group key, as a vault file would
-    haystacks = {"stdout": run.stdout, "stderr": run.stderr}
-    for path in [*tmp_path.rglob("*"), *(ansible_tmp.rglob("*") if ansible_tmp.exists() else [])]:
-        try:
-            if path.is_file() and path not in intended and path.stat().st_mtime >= started - 1:
-                haystacks[str(path)] = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
+    haystacks = output_and_files(run.stdout, run.stderr, tmp_path, intended, started)
     assert any(where.endswith("device-id.full-chain.cert.pem") for where in haystacks)
-    for what, values in secrets.items():
-        for where, text in haystacks.items():
-            for value in values:
-                assert value not in text, f"{what} found in {where}"
-    assert "SharedAccessSignature" not in run.stdout
+    assert_no_secret(secrets, haystacks)
 
     # Which process opened the CA key: the controller (it signs), never a device's interpreter.
     ca_key = os.path.realpath(pki.intermediate_key_path)
