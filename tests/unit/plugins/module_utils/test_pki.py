@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _pki
@@ -72,6 +72,50 @@ def test_encrypted_key_needs_the_passphrase():
     with pytest.raises(_pki.PkiError, match=r"wrong passphrase|not a readable"):
         _pki.load_private_key(pem, "ca.key", "wrong")
     assert _pki.key_type_of(_pki.load_private_key(pem, "ca.key", "s3cret")) == "ec-p256"
+
+
+def _damaged_rsa_pem() -> bytes:
+    """A well-formed PEM RSA key whose private exponents no longer match its public half."""
+    numbers = _pki.generate_private_key("rsa-2048").private_numbers()
+    damaged = rsa.RSAPrivateNumbers(
+        p=numbers.p,
+        q=numbers.q,
+        d=numbers.d + 2,
+        dmp1=numbers.dmp1 + 2,
+        dmq1=numbers.dmq1 + 2,
+        iqmp=numbers.iqmp,
+        public_numbers=numbers.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    return damaged.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_damaged_rsa_key_is_refused_without_the_slow_check():
+    # load_private_key skips OpenSSL's full RSA check (0.3 s per 4096-bit load) but must still catch this.
+    with pytest.raises(_pki.PkiError, match=r"^dev1: device key k\.pem is a damaged RSA key .*; replace it$"):
+        _pki.load_private_key(_damaged_rsa_pem(), "dev1: device key k.pem")
+
+
+def test_rsa_key_loads_on_cryptography_without_the_skip_switch(monkeypatch):
+    # cryptography 38 (Debian 12 devices) has no unsafe_skip_rsa_key_validation: fall back to the full check.
+    real = serialization.load_pem_private_key
+    calls = []
+
+    def like_cryptography_38(data, password, backend=None):
+        calls.append(password)
+        return real(data, password=password)
+
+    monkeypatch.setattr(_pki.serialization, "load_pem_private_key", like_cryptography_38)
+    monkeypatch.setattr(_pki, "_RSA_SKIP_SUPPORTED", [True])
+    key = _pki.generate_private_key("rsa-2048")
+    for _ in range(2):
+        loaded = _pki.load_private_key(_pki.private_key_to_pem(key), "k")
+        assert _pki.public_key_bytes(loaded) == _pki.public_key_bytes(key)
+    assert _pki._RSA_SKIP_SUPPORTED == [False]
+    assert calls == [None, None]  # the switch is tried once (TypeError), then not again
+    with pytest.raises(_pki.PkiError, match=r"is encrypted; give its passphrase"):
+        _pki.load_private_key(_pki.private_key_to_pem(key, "s3cret"), "ca.key")
 
 
 def test_corrupt_pem_is_a_one_line_error():
