@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 # Containers built for tests use the repo's podman settings (DESIGN.md §7).
 export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
 
-.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench bench-smoke clean
+.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench bench-smoke bench-smoke-podman clean
 
 help:
 	@echo "make venv         build .venv with every Python dependency"
@@ -82,7 +82,7 @@ containers: venv images
 molecule: venv images
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
-test: lint sanity unit integration reliability bench-smoke containers molecule
+test: lint sanity unit integration reliability bench-smoke containers bench-smoke-podman molecule
 	@echo "make test: all suites passed"
 
 # The main job on an embedded default: a container fleet + the local DPS emulator, end to end.
@@ -91,12 +91,18 @@ demo: venv
 
 # Benchmarks (issue 6): results are data in bench/results, the write-up is docs/benchmarks.md.
 # bench-smoke runs the harness on 3 devices so it cannot rot; it is not a timed test.
+# `make bench` = the simulated fleet matrix, then the same fleet as podman containers (connection cost).
 BENCH_ARGS ?= --sizes 10,150 --key-types ec-p256,rsa-4096 --repeats 3
-bench: venv
+BENCH_PODMAN_ARGS ?= --target podman --sizes 10 --key-types ec-p256 --repeats 3
+bench: venv images
 	python bench/run.py $(BENCH_ARGS)
+	python bench/run.py $(BENCH_PODMAN_ARGS)
 
 bench-smoke: venv
 	python bench/run.py --sizes 3 --key-types ec-p256 --repeats 1 --out build/bench-smoke.json
+
+bench-smoke-podman: venv images
+	python bench/run.py --target podman --sizes 2 --key-types ec-p256 --repeats 1 --out build/bench-smoke-podman.json
 
 clean:
 	rm -rf build tests/output .pytest_cache .ruff_cache

@@ -7,7 +7,8 @@ size, repeat) cell, and writes the measurements as JSON. See bench/README.md and
     .venv/bin/python bench/run.py report bench/results/<file>.json     # the markdown tables
 
 Hosts are simulated on the controller: `ansible_connection: local`, one directory tree per device
-(`device_root`). B and C run with the same ansible.cfg (the repo's), the same forks and `gather_facts: false`.
+(`device_root`). With `--target podman` they are podman containers of the local Debian image instead (the
+connection cost). B and C run with the same ansible.cfg (the repo's), the same forks and `gather_facts: false`.
 """
 
 from __future__ import annotations
@@ -191,19 +192,57 @@ def host_names(size: int) -> list[str]:
     return [f"bench-dev-{index:0{width}d}" for index in range(1, size + 1)]
 
 
-def write_inventory(path: Path, hosts: list[str], devices_dir: Path) -> None:
-    """YAML inventory: group `fleet`, every host local with its own device_root."""
-    lines = ["---", "fleet:", "  vars:", "    ansible_connection: local"]
-    lines.append(f"    ansible_python_interpreter: {json.dumps(sys.executable)}")
-    lines.append("  hosts:")
-    for host in hosts:
-        lines.append(f"    {host}:")
-        lines.append(f"      device_root: {json.dumps(str(devices_dir / host))}")
+def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str) -> None:
+    """YAML inventory, group `fleet`: local hosts with their own device_root, or podman containers."""
+    lines = ["---", "fleet:", "  vars:"]
+    if target == "podman":
+        # One container per device; each method writes under its own root inside it (devices_dir).
+        lines.append("    ansible_connection: containers.podman.podman")
+        lines.append("    ansible_python_interpreter: /usr/bin/python3")
+        lines.append(f"    device_root: {json.dumps(str(devices_dir))}")
+        lines.append("  hosts:")
+        lines.extend(f"    {host}:" for host in hosts)
+    else:
+        lines.append("    ansible_connection: local")
+        lines.append(f"    ansible_python_interpreter: {json.dumps(sys.executable)}")
+        lines.append("  hosts:")
+        for host in hosts:
+            lines.append(f"    {host}:")
+            lines.append(f"      device_root: {json.dumps(str(devices_dir / host))}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --- podman targets ----------------------------------------------------------------------------------------
+
+PODMAN_ROOT = Path("/bench")  # inside each container: /bench/A, /bench/B, /bench/C
+
+
+def podman(*argv: str, stdin: bytes | None = None) -> str:
+    result = subprocess.run(["podman", *argv], input=stdin, capture_output=True, check=False)  # noqa: S603,S607
+    if result.returncode != 0:
+        raise BenchError(f"podman {' '.join(argv[:3])} ... failed: {result.stderr.decode(errors='replace')[-1000:]}")
+    return result.stdout.decode()
+
+
+def start_containers(hosts: list[str], image: str, dps_ca: Path) -> None:
+    """A fresh container per device (not timed), with /etc/aziot under C's root and the emulator's CA."""
+    podman("rm", "-f", "-t", "1", *hosts)
+    ca = dps_ca.read_bytes()
+    for host in hosts:
+        podman("run", "-d", "--name", host, "--hostname", host, "--stop-timeout=1", image, "sleep", "infinity")
+        podman("exec", host, "mkdir", "-p", str(PODMAN_ROOT / "C" / "etc" / "aziot"))
+        podman("exec", "-i", host, "sh", "-c", f"cat > {PODMAN_ROOT}/dps-ca.pem", stdin=ca)
+
+
+def podman_gateway() -> str:
+    """The host's address on podman's default bridge: where the containers reach the DPS emulator."""
+    data = json.loads(podman("network", "inspect", "podman"))
+    return data[0]["subnets"][0]["gateway"]
 
 
 def ansible_env(forks: int, profile: bool) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(REPO_ROOT / "tests" / "containers" / "containers.conf"))
     env.update(
         {
             "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
@@ -258,12 +297,16 @@ def write_enrollments(path: Path, root_ca: Path) -> None:
 
 
 def run_phase_a(
-    cell_dir: Path, hosts: list[str], key_type: str, ca_dir: Path, env: dict[str, str], tag: str
+    cell_dir: Path, hosts: list[str], key_type: str, ca_dir: Path, env: dict[str, str], tag: str, target: str
 ) -> dict[str, Any]:
     devices = cell_dir / "A"
     devices.mkdir(exist_ok=True)
     log = cell_dir / f"A-{tag}.log"
-    argv = ["bash", str(BENCH_DIR / "method_a_openssl.sh"), key_type, str(ca_dir), str(devices), *hosts]
+    if target == "podman":
+        script, where = "method_a_podman.sh", [str(devices), str(PODMAN_ROOT / "A")]
+    else:
+        script, where = "method_a_openssl.sh", [str(devices)]
+    argv = ["bash", str(BENCH_DIR / script), key_type, str(ca_dir), *where, *hosts]
     result = run_measured(argv, log, env, REPO_ROOT)
     text = log.read_text(encoding="utf-8", errors="replace")
     if result["rc"] != 0:
@@ -309,32 +352,49 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
     ca_dir = cell_dir / "ca"
     make_ca(ca_dir, key_type, env)
     inventories = {}
+    podman_target = args.target == "podman"
     for method in ("B", "C"):
         (cell_dir / method).mkdir()
         inventories[method] = cell_dir / f"inventory-{method}.yml"
-        write_inventory(inventories[method], hosts, cell_dir / method)
-    for host in hosts:  # /etc/aziot comes with the aziot packages on a device (not timed)
-        (cell_dir / "C" / host / "etc" / "aziot").mkdir(parents=True)
+        root = PODMAN_ROOT / method if podman_target else cell_dir / method
+        write_inventory(inventories[method], hosts, root, args.target)
+    if not podman_target:
+        for host in hosts:  # /etc/aziot comes with the aziot packages on a device (not timed)
+            (cell_dir / "C" / host / "etc" / "aziot").mkdir(parents=True)
     enrollments = cell_dir / "enrollments.yml"
     write_enrollments(enrollments, ca_dir / "root-ca.cert.pem")
-    cell: dict[str, Any] = {"key_type": key_type, "size": size, "repeat": repeat, "load_before": loadavg()}
+    cell: dict[str, Any] = {
+        "key_type": key_type,
+        "size": size,
+        "repeat": repeat,
+        "target": args.target,
+        "load_before": loadavg(),
+    }
     phases: dict[str, dict[str, Any]] = {}
     try:
-        emulator = start_emulator(enrollments, cell_dir / "dps", python=sys.executable, extra_args=["--quiet"])
+        emulator = start_emulator(
+            enrollments,
+            cell_dir / "dps",
+            host=podman_gateway() if podman_target else "127.0.0.1",
+            python=sys.executable,
+            extra_args=["--quiet"],
+        )
     except EmulatorStartError as error:
         raise BenchError(f"the DPS emulator did not start: {error}") from error
     try:
+        if podman_target:
+            start_containers(hosts, args.image, Path(emulator.ca_cert))
         b_extra = {"bench_ca_dir": str(ca_dir), "bench_key_type": key_type}
         c_extra = {**b_extra, "bench_dps_endpoint": emulator.url + "/", "bench_id_scope": ID_SCOPE}
         dps_extra = {
             "bench_dps_host": f"{emulator.host}:{emulator.port}",
             "bench_id_scope": ID_SCOPE,
-            "bench_dps_ca": str(emulator.ca_cert),
+            "bench_dps_ca": str(PODMAN_ROOT / "dps-ca.pem") if podman_target else str(emulator.ca_cert),
         }
         pb = PLAYBOOKS
         for tag in ("first", "rerun"):
             if "A" in args.methods:
-                phases.setdefault("A", {})[tag] = run_phase_a(cell_dir, hosts, key_type, ca_dir, env, tag)
+                phases.setdefault("A", {})[tag] = run_phase_a(cell_dir, hosts, key_type, ca_dir, env, tag, args.target)
             if "B" in args.methods:
                 phases.setdefault("B", {})[tag] = run_playbook(
                     "method B",
@@ -380,6 +440,8 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                 raise BenchError(f"the DPS emulator shows {registered} devices, expected {size}")
     finally:
         emulator.stop()
+        if podman_target and not args.keep:
+            subprocess.run(["podman", "rm", "-f", "-t", "1", *hosts], capture_output=True, check=False)  # noqa: S603,S607
     cell["load_after"] = loadavg()
     cell["phases"] = phases
     cell["ratios"] = cell_ratios(phases)
@@ -492,6 +554,8 @@ def report(results: dict[str, Any]) -> str:
         f"{machine['kernel']}, Python {machine['python']}, {machine['ansible_core']}, {machine['openssl']}, "
         f"cryptography {machine['cryptography']}.  "
     )
+    if settings.get("target") == "podman":
+        out.append(f"Hosts: one podman container per device ({settings['image']}), {settings['ansible_cfg']}.  ")
     out.append(f"Load average (1/5/15 min) at start {results['load_start']}, at end {results.get('load_end')}.")
     if not results.get("complete", True):
         out.append("")
@@ -583,6 +647,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--forks", type=int, default=10, help="Ansible forks for B and C (default 10)")
     parser.add_argument("--methods", default="A,B,C", help="subset of A,B,C (default all)")
     parser.add_argument("--no-dps", action="store_true", help="skip C's DPS phase (e.g. for a 1,000-device C run)")
+    parser.add_argument(
+        "--target",
+        choices=("local", "podman"),
+        default="local",
+        help="simulated hosts on the controller (default) or one podman container per device",
+    )
+    parser.add_argument(
+        "--image",
+        default="localhost/iotfleet-debian:bookworm-amd64-prepared",
+        help="container image for --target podman (make images builds it)",
+    )
     parser.add_argument("--profile", action="store_true", help="enable ansible.posix.profile_tasks for B and C")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "bench", help="scratch directory")
@@ -634,7 +709,11 @@ def main(argv: list[str]) -> int:
             "forks": args.forks,
             "repeats": args.repeats,
             "gather_facts": False,
-            "ansible_cfg": "repo ansible.cfg (pipelining on; connection local for every host)",
+            "target": args.target,
+            "image": args.image if args.target == "podman" else None,
+            "ansible_cfg": "repo ansible.cfg (pipelining on; connection local for every host)"
+            if args.target == "local"
+            else "repo ansible.cfg; containers.podman.podman connection (no pipelining in that plugin)",
             "dps_emulator": {"retry_after_s": 3, "assignment_delay_s": 1.0},
             "memory": "peak_pss_tree_mib / peak_rss_tree_mib: summed PSS / RSS of the process tree sampled every "
             "0.2 s from /proc; "
