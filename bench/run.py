@@ -217,8 +217,21 @@ def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str
 PODMAN_ROOT = Path("/bench")  # inside each container: /bench/A, /bench/B, /bench/C
 
 
+def podman_env() -> dict[str, str]:
+    """The repo's podman settings (runc, explicit ulimits: DESIGN.md section 7) unless the caller set their own."""
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(REPO_ROOT / "tests" / "containers" / "containers.conf"))
+    return env
+
+
 def podman(*argv: str, stdin: bytes | None = None) -> str:
-    result = subprocess.run(["podman", *argv], input=stdin, capture_output=True, check=False)  # noqa: S603,S607
+    result = subprocess.run(  # noqa: S603
+        ["podman", *argv],  # noqa: S607
+        input=stdin,
+        capture_output=True,
+        check=False,
+        env=podman_env(),
+    )
     if result.returncode != 0:
         raise BenchError(f"podman {' '.join(argv[:3])} ... failed: {result.stderr.decode(errors='replace')[-1000:]}")
     return result.stdout.decode()
@@ -241,8 +254,7 @@ def podman_gateway() -> str:
 
 
 def ansible_env(forks: int, profile: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(REPO_ROOT / "tests" / "containers" / "containers.conf"))
+    env = podman_env()  # the podman connection plugin and method A's podman exec run podman too
     env.update(
         {
             "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
@@ -441,7 +453,12 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
     finally:
         emulator.stop()
         if podman_target and not args.keep:
-            subprocess.run(["podman", "rm", "-f", "-t", "1", *hosts], capture_output=True, check=False)  # noqa: S603,S607
+            subprocess.run(  # noqa: S603
+                ["podman", "rm", "-f", "-t", "1", *hosts],  # noqa: S607
+                capture_output=True,
+                check=False,
+                env=podman_env(),
+            )
     cell["load_after"] = loadavg()
     cell["phases"] = phases
     cell["ratios"] = cell_ratios(phases)
