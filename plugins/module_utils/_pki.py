@@ -138,7 +138,7 @@ def load_private_key(data: bytes, what: str, passphrase: str | None = None):
             raise PkiError(f"{what} could not be decrypted: wrong passphrase") from None
         raise PkiError(f"{what} is not a readable PEM private key") from None
     if isinstance(key, rsa.RSAPrivateKey) and not _rsa_pair_consistent(key):
-        raise PkiError(f"{what} is a damaged RSA key (its private and public parts do not match); replace it")
+        raise PkiError(f"{what} is a damaged RSA key (its private and public parts do not match)")
     return key
 
 
