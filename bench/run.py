@@ -698,6 +698,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several result files of the same cells (same code, machine and settings) as one: medians over all runs."""
+    first = runs[0]
+    for other in runs[1:]:
+        for field in ("machine", "settings"):
+            # Files written before --target existed were local runs.
+            defaults = {"target": "local", "image": None} if field == "settings" else {}
+            mine = {k: v for k, v in {**defaults, **first[field]}.items() if k != "repeats"}
+            theirs = {k: v for k, v in {**defaults, **other[field]}.items() if k != "repeats"}
+            if mine != theirs:
+                raise SystemExit(f"report: the files differ in {field}; medians over them would mix two setups")
+    merged = dict(first)
+    merged["command"] = " + ".join(run["command"] for run in runs)
+    merged["started"] = min(run["started"] for run in runs)
+    merged["finished"] = max(run.get("finished", "?") for run in runs)
+    merged["load_end"] = runs[-1].get("load_end")
+    merged["complete"] = all(run.get("complete", True) for run in runs)
+    merged["cells"] = []
+    for run in runs:
+        for cell in run["cells"]:
+            merged["cells"].append({**cell, "repeat": len(merged["cells"]) + 1})
+    merged["settings"] = {**first["settings"], "repeats": "merged"}
+    merged["summary"] = summarise(merged["cells"])
+    return merged
+
+
 def write_results(out: Path, results: dict[str, Any], complete: bool) -> None:
     results["complete"] = complete
     results["summary"] = summarise(results["cells"])
@@ -709,10 +735,11 @@ def write_results(out: Path, results: dict[str, Any], complete: bool) -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["report"]:
-        if len(argv) != 2:
-            print("usage: run.py report <results.json>", file=sys.stderr)
+        if len(argv) < 2:
+            print("usage: run.py report <results.json>...", file=sys.stderr)
             return 2
-        sys.stdout.write(report(json.loads(Path(argv[1]).read_text(encoding="utf-8"))))
+        runs = [json.loads(Path(path).read_text(encoding="utf-8")) for path in argv[1:]]
+        sys.stdout.write(report(merge_results(runs) if len(runs) > 1 else runs[0]))
         return 0
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
