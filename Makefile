@@ -100,6 +100,7 @@ bench: venv images
 
 bench-smoke: venv
 	python bench/run.py --sizes 3 --key-types ec-p256 --repeats 1 --out build/bench-smoke.json
+	python bench/dps_profile.py --devices 1
 
 bench-smoke-podman: venv images
 	python bench/run.py --target podman --sizes 2 --key-types ec-p256 --repeats 1 --out build/bench-smoke-podman.json
