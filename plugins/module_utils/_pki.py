@@ -13,12 +13,14 @@ import re
 import traceback
 
 try:
+    from cryptography import __version__ as CRYPTOGRAPHY_VERSION
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 except ImportError:
+    CRYPTOGRAPHY_VERSION = "0"
     HAS_CRYPTOGRAPHY = False
     CRYPTOGRAPHY_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
@@ -95,23 +97,21 @@ def private_key_to_pem(key, passphrase: str | None = None) -> bytes:
 
 
 # cryptography >= 39 can skip OpenSSL's full RSA key check on load (RSA_check_key: primality of p and q), which
-# costs ~0.35 s of CPU per load of a 4096-bit key on the bench machine and seconds on a Pi - once per device for
-# the CA key on the controller and once for the device key on every run. load_private_key skips it and runs a
-# pairwise consistency check instead (sign and verify, ~5 ms): a key whose private half does not match its public
-# half is still refused. Older cryptography (Debian 12 ships 38) has no switch and keeps the full check.
-_RSA_SKIP_SUPPORTED = [True]
+# costs 0.32 s of CPU per load of a 4096-bit key on the bench machine (docs/benchmarks.md) and seconds on a Pi -
+# once per device for the CA key on the controller and once for the device key on every run. load_private_key
+# skips it and runs a pairwise consistency check instead (sign and verify, 4 ms): a key whose private half does
+# not match its public half is still refused. Older cryptography (Debian 12 ships 38) has no switch and keeps the
+# full check.
 _PAIRWISE_MESSAGE = b"iotfleet.aziot private key consistency check"
 
 
-def _load_pem_private_key(data: bytes, password: bytes | None):
-    if _RSA_SKIP_SUPPORTED[0]:
-        try:
-            return serialization.load_pem_private_key(data, password=password, unsafe_skip_rsa_key_validation=True)
-        except TypeError as exc:
-            if "unsafe_skip_rsa_key_validation" not in str(exc):
-                raise
-            _RSA_SKIP_SUPPORTED[0] = False
-    return serialization.load_pem_private_key(data, password=password)
+def can_skip_rsa_key_check(version: str) -> bool:
+    """Whether this cryptography version has load_pem_private_key(unsafe_skip_rsa_key_validation=...) (39+)."""
+    major = re.match(r"\d+", version)
+    return major is not None and int(major.group()) >= 39
+
+
+_LOAD_KEY_ARGS = {"unsafe_skip_rsa_key_validation": True} if can_skip_rsa_key_check(CRYPTOGRAPHY_VERSION) else {}
 
 
 def _rsa_pair_consistent(key) -> bool:
@@ -128,7 +128,7 @@ def load_private_key(data: bytes, what: str, passphrase: str | None = None):
     """Parse a PEM private key; raise PkiError naming `what` (e.g. the path) on any problem."""
     password = passphrase.encode("utf-8") if passphrase else None
     try:
-        key = _load_pem_private_key(data, password)
+        key = serialization.load_pem_private_key(data, password=password, **_LOAD_KEY_ARGS)
     except TypeError as exc:
         if "encrypted" in str(exc).lower() and not password:
             raise PkiError(f"{what} is encrypted; give its passphrase") from None

@@ -100,23 +100,26 @@ def test_damaged_rsa_key_is_refused_without_the_slow_check():
         _pki.load_private_key(_damaged_rsa_pem(), "dev1: device key k.pem")
 
 
-def test_rsa_key_loads_on_cryptography_without_the_skip_switch(monkeypatch):
-    # cryptography 38 (Debian 12 devices) has no unsafe_skip_rsa_key_validation: fall back to the full check.
-    real = serialization.load_pem_private_key
-    calls = []
+@pytest.mark.parametrize(("version", "expected"), [("38.0.4", False), ("39.0.0", True), ("50.0.2", True), ("0", False)])
+def test_rsa_key_check_is_skipped_only_where_cryptography_can(version, expected):
+    # Debian 12 devices ship cryptography 38: no unsafe_skip_rsa_key_validation, the full check stays.
+    assert _pki.can_skip_rsa_key_check(version) is expected
 
-    def like_cryptography_38(data, password, backend=None):
-        calls.append(password)
+
+def test_rsa_key_loads_on_cryptography_without_the_skip_switch(monkeypatch):
+    real = serialization.load_pem_private_key
+
+    def like_cryptography_38(data, password, backend=None):  # a TypeError for any other keyword
         return real(data, password=password)
 
     monkeypatch.setattr(_pki.serialization, "load_pem_private_key", like_cryptography_38)
-    monkeypatch.setattr(_pki, "_RSA_SKIP_SUPPORTED", [True])
+    monkeypatch.setattr(_pki, "_LOAD_KEY_ARGS", {})  # what can_skip_rsa_key_check("38.0.4") leads to
     key = _pki.generate_private_key("rsa-2048")
-    for _ in range(2):
-        loaded = _pki.load_private_key(_pki.private_key_to_pem(key), "k")
-        assert _pki.public_key_bytes(loaded) == _pki.public_key_bytes(key)
-    assert _pki._RSA_SKIP_SUPPORTED == [False]
-    assert calls == [None, None]  # the switch is tried once (TypeError), then not again
+    loaded = _pki.load_private_key(_pki.private_key_to_pem(key), "k")
+    assert _pki.public_key_bytes(loaded) == _pki.public_key_bytes(key)
+    # OpenSSL's own full check refuses the damaged key there, as unreadable.
+    with pytest.raises(_pki.PkiError, match=r"^dev1: device key k\.pem is not a readable PEM private key$"):
+        _pki.load_private_key(_damaged_rsa_pem(), "dev1: device key k.pem")
     with pytest.raises(_pki.PkiError, match=r"is encrypted; give its passphrase"):
         _pki.load_private_key(_pki.private_key_to_pem(key, "s3cret"), "ca.key")
 
