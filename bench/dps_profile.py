@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,8 +52,8 @@ def make_devices(directory: Path, count: int) -> tuple[Path, list[tuple[str, Pat
         key = _pki.generate_private_key("ec-p256")
         leaf = _pki.sign_device_certificate(key.public_key(), name, inter, inter_key, 365)
         key_path, chain_path = directory / f"{name}.key.pem", directory / f"{name}.full-chain.cert.pem"
-        key_path.write_bytes(_pki.private_key_to_pem(key))
-        key_path.chmod(0o600)
+        with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as key_file:
+            key_file.write(_pki.private_key_to_pem(key))  # 0600 from the start, never readable by others
         chain_path.write_text("".join(_pki.certificate_to_pem(cert) for cert in (leaf, inter, root)), encoding="ascii")
         devices.append((name, key_path, chain_path))
     return root_path, devices

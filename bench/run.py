@@ -224,7 +224,7 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def podman(*argv: str, stdin: bytes | None = None) -> str:
+def podman(*argv: str, stdin: bytes | None = None, check: bool = True) -> str:
     result = subprocess.run(  # noqa: S603
         ["podman", *argv],  # noqa: S607
         input=stdin,
@@ -232,7 +232,7 @@ def podman(*argv: str, stdin: bytes | None = None) -> str:
         check=False,
         env=podman_env(),
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise BenchError(f"podman {' '.join(argv[:3])} ... failed: {result.stderr.decode(errors='replace')[-1000:]}")
     return result.stdout.decode()
 
@@ -453,12 +453,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
     finally:
         emulator.stop()
         if podman_target and not args.keep:
-            subprocess.run(  # noqa: S603
-                ["podman", "rm", "-f", "-t", "1", *hosts],  # noqa: S607
-                capture_output=True,
-                check=False,
-                env=podman_env(),
-            )
+            podman("rm", "-f", "-t", "1", *hosts, check=False)
     cell["load_after"] = loadavg()
     cell["phases"] = phases
     cell["ratios"] = cell_ratios(phases)
