@@ -636,7 +636,63 @@ def report(results: dict[str, Any]) -> str:
             f"{w('C_dps', 'rerun')} | {fmt(r['C/A_first'], 2)} | {fmt(r['C/B_first'], 2)} | {fmt(r['C/B_rerun'], 2)} | "
             f"{cell['load_before'][0]} → {cell['load_after'][0]} |"
         )
+    rows = scaling(results["cells"])
+    if rows:
+        out.append("")
+        out.append(
+            "Scaling of C, pair by pair inside each run: wall time at N over wall time at the smallest N of the "
+            "same key type and repeat (issue 6: 1,000 devices in <= 7.5x the 150-device time)."
+        )
+        out.append("")
+        out.append("| key | N / base N | phase | per run: base s → N s = ratio | median |")
+        out.append("|---|---|---|---|---:|")
+        for row in rows:
+            per_run = "; ".join(
+                f"{run}: {fmt(base)} → {fmt(wall)} = {fmt(value, 2)}" for run, base, wall, value in row["per_run"]
+            )
+            out.append(
+                f"| {row['key_type']} | {row['size']} / {row['base_size']} | {row['tag']} | {per_run} | "
+                f"{fmt(row['median'], 2)} |"
+            )
     return "\n".join(out) + "\n"
+
+
+def scaling(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """C's wall time at each larger fleet size over the smallest size of the same key type and repeat.
+
+    Both cells come from the same run (same file, same repeat number), so the ratio is read from one run, as
+    issue 6's 1,000-device target asks; with several repeats the median is reported too. In merged files a
+    cell is paired only with cells of its own file."""
+    by_key: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+    for cell in cells:
+        if "C" in cell["phases"]:
+            run = f"f{cell['source'] + 1}r{cell['source_repeat']}" if "source" in cell else f"r{cell['repeat']}"
+            by_key.setdefault(cell["key_type"], {}).setdefault(cell["size"], {})[run] = cell["phases"]["C"]
+    rows = []
+    for key_type, sizes in by_key.items():
+        base_size = min(sizes)
+        for size in sorted(sizes):
+            if size == base_size:
+                continue
+            pairs = [(run, sizes[base_size][run], c) for run, c in sizes[size].items() if run in sizes[base_size]]
+            if not pairs:
+                continue
+            for tag in ("first", "rerun"):
+                ratios = [ratio(c[tag], base[tag]) for _, base, c in pairs]
+                rows.append(
+                    {
+                        "key_type": key_type,
+                        "size": size,
+                        "base_size": base_size,
+                        "tag": tag,
+                        "per_run": [
+                            (run, base[tag]["wall_s"], c[tag]["wall_s"], value)
+                            for (run, base, c), value in zip(pairs, ratios, strict=True)
+                        ],
+                        "median": median(ratios),
+                    }
+                )
+    return rows
 
 
 def wall_of(phases: dict[str, Any], phase: str, tag: str) -> str:
@@ -711,9 +767,11 @@ def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
     merged["load_end"] = runs[-1].get("load_end")
     merged["complete"] = all(run.get("complete", True) for run in runs)
     merged["cells"] = []
-    for run in runs:
+    for source, run in enumerate(runs):
         for cell in run["cells"]:
-            merged["cells"].append({**cell, "repeat": len(merged["cells"]) + 1})
+            merged["cells"].append(
+                {**cell, "repeat": len(merged["cells"]) + 1, "source": source, "source_repeat": cell["repeat"]}
+            )
     merged["settings"] = {**first["settings"], "repeats": "merged"}
     merged["summary"] = summarise(merged["cells"])
     return merged
