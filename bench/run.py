@@ -756,11 +756,15 @@ def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for field in ("machine", "settings"):
             # Files written before --target existed were local runs.
             defaults = {"target": "local", "image": None} if field == "settings" else {}
-            mine = {k: v for k, v in {**defaults, **first[field]}.items() if k != "repeats"}
-            theirs = {k: v for k, v in {**defaults, **other[field]}.items() if k != "repeats"}
+            # A new boot of the same machine kind may carry another kernel build; it is listed, not compared.
+            ignored = ("repeats", "kernel")
+            mine = {k: v for k, v in {**defaults, **first[field]}.items() if k not in ignored}
+            theirs = {k: v for k, v in {**defaults, **other[field]}.items() if k not in ignored}
             if mine != theirs:
                 raise SystemExit(f"report: the files differ in {field}; medians over them would mix two setups")
     merged = dict(first)
+    kernels = dict.fromkeys(run["machine"]["kernel"] for run in runs)
+    merged["machine"] = {**first["machine"], "kernel": " / ".join(kernels)}
     merged["command"] = " + ".join(run["command"] for run in runs)
     merged["started"] = min(run["started"] for run in runs)
     merged["finished"] = max(run.get("finished", "?") for run in runs)
