@@ -91,12 +91,16 @@ demo: venv
 
 # Benchmarks (issue 6): results are data in bench/results, the write-up is docs/benchmarks.md.
 # bench-smoke runs the harness on 3 devices so it cannot rot; it is not a timed test.
-# `make bench` = the simulated fleet matrix, then the same fleet as podman containers (connection cost).
+# `make bench` = the simulated fleet matrix, the same fleet as podman containers (connection cost), C at 150
+# and 1,000 devices in one run (the scaling target), and the DPS client alone against the emulator.
 BENCH_ARGS ?= --sizes 10,150 --key-types ec-p256,rsa-4096 --repeats 3
 BENCH_PODMAN_ARGS ?= --target podman --sizes 10 --key-types ec-p256 --repeats 3
+BENCH_SCALE_ARGS ?= --sizes 150,1000 --key-types ec-p256 --repeats 1 --methods C --no-dps
 bench: venv images
 	python bench/run.py $(BENCH_ARGS)
 	python bench/run.py $(BENCH_PODMAN_ARGS)
+	python bench/run.py $(BENCH_SCALE_ARGS)
+	python bench/dps_profile.py --devices 20
 
 bench-smoke: venv
 	python bench/run.py --sizes 3 --key-types ec-p256 --repeats 1 --out build/bench-smoke.json
