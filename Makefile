@@ -59,7 +59,7 @@ sanity: venv
 	  ansible-test sanity --venv --python 3.11 --color no
 
 unit: venv
-	pytest -q tests/unit $(PYTEST_ARGS)
+	pytest -q tests/unit tests/bench $(PYTEST_ARGS)
 
 # The DPS emulator's own suite (tests/emulator) runs real mutual TLS, so it lives here too.
 integration: venv

@@ -666,7 +666,7 @@ def scaling(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
     for cell in cells:
         if "C" in cell["phases"]:
-            run = f"f{cell['source'] + 1}r{cell['source_repeat']}" if "source" in cell else f"r{cell['repeat']}"
+            run = cell.get("run", f"r{cell['repeat']}")
             by_key.setdefault(cell["key_type"], {}).setdefault(cell["size"], {})[run] = cell["phases"]["C"]
     rows = []
     for key_type, sizes in by_key.items():
@@ -678,18 +678,17 @@ def scaling(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not pairs:
                 continue
             for tag in ("first", "rerun"):
-                ratios = [ratio(c[tag], base[tag]) for _, base, c in pairs]
+                per_run = [
+                    (run, base[tag]["wall_s"], c[tag]["wall_s"], ratio(c[tag], base[tag])) for run, base, c in pairs
+                ]
                 rows.append(
                     {
                         "key_type": key_type,
                         "size": size,
                         "base_size": base_size,
                         "tag": tag,
-                        "per_run": [
-                            (run, base[tag]["wall_s"], c[tag]["wall_s"], value)
-                            for (run, base, c), value in zip(pairs, ratios, strict=True)
-                        ],
-                        "median": median(ratios),
+                        "per_run": per_run,
+                        "median": median([value for *_, value in per_run]),
                     }
                 )
     return rows
@@ -773,8 +772,9 @@ def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
     merged["cells"] = []
     for source, run in enumerate(runs):
         for cell in run["cells"]:
+            # "run" keeps the cell's own file and repeat: scaling() pairs cells only inside one run.
             merged["cells"].append(
-                {**cell, "repeat": len(merged["cells"]) + 1, "source": source, "source_repeat": cell["repeat"]}
+                {**cell, "repeat": len(merged["cells"]) + 1, "run": f"f{source + 1}r{cell['repeat']}"}
             )
     merged["settings"] = {**first["settings"], "repeats": "merged"}
     merged["summary"] = summarise(merged["cells"])
