@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
 import run as bench_run
+from dps_emulator.testing import start_emulator
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _pki
-from tools.dps_emulator.testing import start_emulator
 
 MODULE = "ansible_collections.iotfleet.aziot.plugins.modules.dps_register"
 

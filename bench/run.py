@@ -353,7 +353,7 @@ def run_playbook(
 
 
 def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, work: Path) -> dict[str, Any]:
-    from tools.dps_emulator.testing import EmulatorStartError, start_emulator
+    from dps_emulator.testing import EmulatorStartError, start_emulator
 
     cell_dir = work / f"{key_type}-{size}-r{repeat}"
     if cell_dir.exists():

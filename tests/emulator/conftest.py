@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `tools` is a top-level package of the repo, not of the collection
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.dps_emulator.testing import Emulator, start_emulator
+from dps_emulator.testing import Emulator, start_emulator
 
 from .helpers import NOW, DeviceCert, Pki, config_text
 

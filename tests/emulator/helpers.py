@@ -6,7 +6,6 @@ import base64
 import datetime
 import hashlib
 import hmac
-import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -17,12 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `tools` is a top-level package of the repo, not of the collection
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.dps_emulator.testing import Emulator
+from dps_emulator.testing import Emulator
 
 ID_SCOPE = "0ne00EMUL01"
 API_VERSION = "2021-06-01"

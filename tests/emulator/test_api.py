@@ -6,13 +6,15 @@ import concurrent.futures
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 from cryptography import x509
-
-from tools.dps_emulator.testing import REPO_ROOT, start_emulator
+from dps_emulator.testing import start_emulator
 
 from .helpers import GROUP_KEY, ID_SCOPE, Client, derived_key, sas_token
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def sym_client(emulator, registration_id: str) -> Client:
@@ -108,8 +110,8 @@ def test_devices_cli_and_persistence_across_restart(config_file, tmp_path):
         first.stop()
     assert not (state_dir / "endpoint.json").exists()
     listing = subprocess.run(
-        [sys.executable, "-m", "tools.dps_emulator", "devices", "--state-dir", str(state_dir)],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", "dps_emulator", "devices", "--state-dir", str(state_dir)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
@@ -129,8 +131,8 @@ def test_bad_config_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text("id_scope: 0ne1\nlinked_hubs: [hub]\nenrollment_groups:\n  - name: g\n    attestation: x509\n")
     result = subprocess.run(
-        [sys.executable, "-m", "tools.dps_emulator", "serve", "--config", str(bad), "--state-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", "dps_emulator", "serve", "--config", str(bad), "--state-dir", str(tmp_path)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=30,
@@ -142,7 +144,7 @@ def test_bad_config_is_one_line_error(tmp_path):
 
 
 def test_documented_example_config_loads(tmp_path, pki):
-    from tools.dps_emulator.config import load_config
+    from dps_emulator.config import load_config
 
     example = REPO_ROOT / "tools" / "dps_emulator" / "examples" / "enrollments.yml"
     copy = tmp_path / "enrollments.yml"
@@ -164,15 +166,15 @@ def test_shell_workflow_and_extra_san(config_file, tmp_path):
     state_dir = tmp_path / "state"
     server = subprocess.Popen(
         [
-            *(sys.executable, "-m", "tools.dps_emulator", "serve", "--config", str(config_file)),
+            *(sys.executable, "-m", "dps_emulator", "serve", "--config", str(config_file)),
             *("--state-dir", str(state_dir), "--san", "dps.example.test", "--quiet"),
         ],
-        cwd=REPO_ROOT,
+        cwd=tmp_path,
     )
     try:
         waited = subprocess.run(
-            [sys.executable, "-m", "tools.dps_emulator", "wait", "--state-dir", str(state_dir), "--url"],
-            cwd=REPO_ROOT,
+            [sys.executable, "-m", "dps_emulator", "wait", "--state-dir", str(state_dir), "--url"],
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=30,
@@ -196,7 +198,8 @@ def test_shell_workflow_and_extra_san(config_file, tmp_path):
 
 def test_emulator_is_independent_of_the_collection():
     """A bug shared by the client and the emulator would hide itself: the emulator must not import the collection."""
-    package = REPO_ROOT / "tools" / "dps_emulator"
+    package = REPO_ROOT / "tools" / "dps_emulator" / "src" / "dps_emulator"
+    assert (package / "__init__.py").exists()
     for source in package.rglob("*.py"):
         text = source.read_text(encoding="utf-8")
         assert "ansible_collections" not in text, source

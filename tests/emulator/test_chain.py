@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from tools.dps_emulator.config import Enrollment
-from tools.dps_emulator.pki import match_group
+from dps_emulator.config import Enrollment
+from dps_emulator.pki import match_group
 
 from .helpers import make_cert
 

@@ -6,8 +6,7 @@ import time
 
 import pytest
 import requests
-
-from tools.dps_emulator.testing import start_emulator
+from dps_emulator.testing import start_emulator
 
 from .helpers import GROUP_KEY, Client, config_text, derived_key, sas_token
 

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
-from tools.dps_emulator.testing import start_emulator
+from dps_emulator.testing import start_emulator
 
 ID_SCOPE = "0ne00DPSTEST"
 HUB = "hub-test.azure-devices.net"

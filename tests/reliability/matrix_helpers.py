@@ -37,7 +37,7 @@ from cryptography.x509.oid import NameOID
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-from tools.dps_emulator.testing import start_emulator
+from dps_emulator.testing import start_emulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hooks"))
 import killer

@@ -2,7 +2,7 @@
 
 Stable interface (other test suites depend on it)::
 
-    from tools.dps_emulator.testing import start_emulator
+    from dps_emulator.testing import start_emulator
 
     emulator = start_emulator("enrollments.yml", tmp_path / "dps")
     try:
@@ -18,7 +18,7 @@ Stable interface (other test suites depend on it)::
         emulator.stop()
 
 `Emulator` is also a context manager. From a shell script, start
-`python -m tools.dps_emulator serve --config F --state-dir D &` and wait for `D/endpoint.json`.
+`dps-emulator serve --config F --state-dir D &` and wait with `dps-emulator wait --state-dir D`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+# The directory that holds the `dps_emulator` package: put on the child's PYTHONPATH when this interpreter found the
+# package some other way than sys.path (e.g. a source checkout imported by path), so the child runs the same code.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 ENDPOINT_FILE = "endpoint.json"
 
 
@@ -139,22 +141,22 @@ def start_emulator(
     timeout: float = 20.0,
     python: str | None = None,
 ) -> Emulator:
-    """Start `python -m tools.dps_emulator serve` and wait until it listens.
+    """Start `python -m dps_emulator serve` and wait until it listens.
 
     `extra_args` go to `serve` as given, e.g. `["--san", "dps.local"]` or `["--cert", F, "--key", K]`.
     The emulator's output goes to `<state_dir>/emulator.log`.
     """
-    state = Path(state_dir)
+    state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     (state / ENDPOINT_FILE).unlink(missing_ok=True)
     log_path = state / "emulator.log"
     command = [
         python or sys.executable,
         "-m",
-        "tools.dps_emulator",
+        "dps_emulator",
         "serve",
         "--config",
-        str(config_path),
+        str(Path(config_path).resolve()),
         "--state-dir",
         str(state),
         "--host",
@@ -164,10 +166,11 @@ def start_emulator(
         *extra_args,
     ]
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if str(PACKAGE_PARENT) not in sys.path:
+        env["PYTHONPATH"] = str(PACKAGE_PARENT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            command, cwd=str(REPO_ROOT), env=env, stdout=log_file, stderr=subprocess.STDOUT
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
     deadline = time.monotonic() + timeout
     endpoint = None

@@ -1,4 +1,4 @@
-"""Command line: `python -m tools.dps_emulator serve|devices ...` (see docs/dps_emulator.md)."""
+"""Command line: `dps-emulator serve|wait|devices ...` or `python -m dps_emulator ...` (see docs/dps_emulator.md)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def wait(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.dps_emulator", description="Local Azure DPS emulator.")
+    parser = argparse.ArgumentParser(prog="dps-emulator", description="Local Azure DPS emulator.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the emulator")
     run.add_argument("--config", required=True, help="enrollment file (YAML)")
@@ -146,7 +146,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StateError) as exc:
         print(f"dps_emulator: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
