@@ -1,9 +1,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Azure IoT Hub Device Provisioning Service (DPS) device REST client.
+"""Azure IoT Hub Device Provisioning Service (DPS) device REST client, and what every DPS client shares.
 
 Runs on the device with only the Python standard library and ansible.module_utils (DESIGN.md section 4):
-request building, SAS tokens, bounded retries and operation polling. The transport is injectable so that
-unit tests need no network.
+request building, SAS tokens, operation polling, and the bounded retry loop (`RetryLoop`) that the service API
+client (`_dps_service.py`) uses too. The transport is injectable so that unit tests need no network.
 """
 
 from __future__ import annotations
@@ -39,6 +39,18 @@ MAX_REGISTRATION_ID_LENGTH = 64
 _REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9\-._:]*[A-Za-z0-9\-]$")
 _PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.DOTALL)
 _OID_COMMON_NAME = b"\x55\x04\x03"  # 2.5.4.3
+# Short names of the usual subject attributes, as .NET (and so DPS's subjectName) prints them.
+_DN_NAMES = {
+    b"\x55\x04\x03": "CN",
+    b"\x55\x04\x05": "SERIALNUMBER",
+    b"\x55\x04\x06": "C",
+    b"\x55\x04\x07": "L",
+    b"\x55\x04\x08": "S",
+    b"\x55\x04\x0a": "O",
+    b"\x55\x04\x0b": "OU",
+    b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x19": "DC",
+    b"\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01": "E",
+}
 
 
 class DpsError(Exception):
@@ -99,15 +111,14 @@ def validate_registration_id(registration_id: str) -> str | None:
     if not registration_id:
         return "registration_id must not be empty"
     if len(registration_id) > MAX_REGISTRATION_ID_LENGTH:
-        return "registration_id %r is %d characters long; DPS allows at most %d" % (
-            registration_id,
-            len(registration_id),
-            MAX_REGISTRATION_ID_LENGTH,
+        return (
+            f"registration_id {registration_id!r} is {len(registration_id)} characters long; "
+            f"DPS allows at most {MAX_REGISTRATION_ID_LENGTH}"
         )
     if not _REGISTRATION_ID_RE.match(registration_id):
         return (
-            "registration_id %r is not valid for DPS: use letters, digits and '-', '.', '_', ':' only, "
-            "and end with a letter, a digit or '-'" % registration_id
+            f"registration_id {registration_id!r} is not valid for DPS: use letters, digits and '-', '.', '_', ':' "
+            "only, and end with a letter, a digit or '-'"
         )
     return None
 
@@ -119,7 +130,7 @@ def split_provisioning_host(provisioning_host: str) -> tuple[str, int]:
         value = value[len("https://") :]
     value = value.rstrip("/")
     if not value or "/" in value or "://" in value:
-        raise ValueError("provisioning_host %r must be a host name or host:port" % provisioning_host)
+        raise ValueError(f"provisioning_host {provisioning_host!r} must be a host name or host:port")
     host, sep, port_text = value.rpartition(":")
     if sep and not host.endswith("]") and ":" in host:
         # bare IPv6 address without brackets and without a port
@@ -127,7 +138,7 @@ def split_provisioning_host(provisioning_host: str) -> tuple[str, int]:
     if not sep:
         return value, 443
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("provisioning_host %r has an invalid port %r" % (provisioning_host, port_text))
+        raise ValueError(f"provisioning_host {provisioning_host!r} has an invalid port {port_text!r}")
     return host, int(port_text)
 
 
@@ -136,9 +147,9 @@ def decode_key(key: str, option: str) -> bytes:
     try:
         decoded = base64.b64decode(key.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("%s is not valid base64 (copy the key exactly as DPS shows it)" % option) from None
+        raise ValueError(f"{option} is not valid base64 (copy the key exactly as DPS shows it)") from None
     if not decoded:
-        raise ValueError("%s is empty" % option)
+        raise ValueError(f"{option} is empty")
     return decoded
 
 
@@ -156,14 +167,11 @@ def sas_token(id_scope: str, registration_id: str, device_key: str, expiry: int)
     ``url_encoded_uri = urllib.parse.quote(self._uri, safe="")``, ``message = url_encoded_uri + "\\n" + expiry``,
     signature quoted with ``safe=""``, key name ``registration`` for DPS).
     """
-    resource = urllib.parse.quote("%s/registrations/%s" % (id_scope, registration_id), safe="")
-    message = ("%s\n%d" % (resource, expiry)).encode("utf-8")
+    resource = urllib.parse.quote(f"{id_scope}/registrations/{registration_id}", safe="")
+    message = f"{resource}\n{int(expiry)}".encode("utf-8")
     signature = base64.b64encode(hmac.new(decode_key(device_key, "symmetric key"), message, hashlib.sha256).digest())
-    return "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=registration" % (
-        resource,
-        urllib.parse.quote(signature.decode("ascii"), safe=""),
-        expiry,
-    )
+    encoded_signature = urllib.parse.quote(signature.decode("ascii"), safe="")
+    return f"SharedAccessSignature sr={resource}&sig={encoded_signature}&se={int(expiry)}&skn=registration"
 
 
 def pem_certificates(pem_text: str) -> list[bytes]:
@@ -237,6 +245,36 @@ def certificate_common_name(der: bytes) -> str | None:
     return None
 
 
+def _oid_text(encoded: bytes) -> str:
+    """Dotted text of a DER-encoded OBJECT IDENTIFIER body."""
+    first = encoded[0]
+    parts = [str(min(first // 40, 2)), str(first - 40 * min(first // 40, 2))]
+    value = 0
+    for byte in encoded[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(str(value))
+            value = 0
+    return "OID." + ".".join(parts)
+
+
+def certificate_subject(der: bytes) -> str | None:
+    """The subject DN of a DER certificate as 'CN=..., O=...' (last RDN first, like DPS), or None when unparseable."""
+    try:
+        _tag, start, end = _tbs_fields(der)[4]
+        names = []
+        for _set_tag, set_start, set_end in _der_children(der, start, end):
+            for _seq_tag, seq_start, seq_end in _der_children(der, set_start, set_end):
+                oid, value = _der_children(der, seq_start, seq_end)[:2]
+                encoded_oid = der[oid[1] : oid[2]]
+                encoding = "utf-16-be" if value[0] == 0x1E else "utf-8"
+                text = der[value[1] : value[2]].decode(encoding)
+                names.append(f"{_DN_NAMES.get(encoded_oid) or _oid_text(encoded_oid)}={text}")
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+    return ", ".join(reversed(names))
+
+
 def _der_time(der: bytes, tag: int, start: int, end: int) -> float:
     text = der[start:end].decode("ascii")
     if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280: 50-99 -> 19xx)
@@ -305,6 +343,113 @@ def backoff_delay(attempt: int, retry_after: float | None) -> float:
     return min(RETRY_AFTER_MAX, float(2 ** (attempt - 1)))
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+class RetryLoop:
+    """The one bounded retry loop of every DPS client (device API and service API).
+
+    One overall deadline covers every request a module run sends, the waits between retries and any polling.
+    HTTP 429, 5xx and connection errors are retried, waiting Retry-After (clamped to [1, 30] s) or 1, 2, 4 ... s;
+    a retry that would end after the deadline is not attempted. Any other answer goes back to the caller, which
+    decides what it means. A server certificate that does not verify is never retried.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        subject: str,
+        timeout: float,
+        request_timeout: float,
+        log: t.Callable[[str], None] | None = None,
+        log_name: str = "dps_register",
+        clock: t.Callable[[], float] = time.monotonic,
+        wall_clock: t.Callable[[], float] = time.time,
+        sleep: t.Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.transport = transport
+        self.subject = subject
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self.log = log or (lambda message: None)
+        self.log_name = log_name
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self.deadline = clock() + timeout
+        self.attempts = 0
+        self.retries = 0
+        self.last_status: str | None = None
+
+    def timeout_error(self, what: str) -> DpsError:
+        return DpsError(
+            f"{self.subject}: DPS did not finish within timeout={_seconds(self.timeout)}s ({what}; "
+            f"{self.attempts} requests, {self.retries} retries); run again later or raise timeout",
+            timed_out=True,
+        )
+
+    def wait(self, delay: float, what: str) -> None:
+        """Sleep `delay` seconds, or raise the timeout error (naming `what`) when that would pass the deadline."""
+        if self.clock() + delay >= self.deadline:
+            raise self.timeout_error(what)
+        self.sleep(delay)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: t.Callable[[], dict[str, str]],
+        action: str,
+    ) -> Response:
+        """Send one request, retrying 429/5xx/connection errors with backoff inside the overall deadline.
+
+        `headers` is called for every attempt, so that a SAS token is made fresh for each one.
+        """
+        failures = 0
+        while True:
+            remaining = self.deadline - self.clock()
+            if remaining <= 0:
+                raise self.timeout_error(f"time ran out before {action}; last status: {self.last_status}")
+            self.attempts += 1
+            retry_after = None
+            try:
+                response = self.transport(method, url, data, headers(), min(self.request_timeout, remaining))
+            except CertificateVerifyError as error:
+                raise DpsError(
+                    f"{self.subject}: the DPS server certificate did not verify ({error}); "
+                    "set ca_path to the CA that signed it"
+                ) from None
+            except TransportError as error:
+                reason = f"connection error ({error})"
+            else:
+                if response.status != 429 and response.status < 500:
+                    return response
+                reason = f"HTTP {response.status}"
+                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
+            self.last_status = reason
+            failures += 1
+            delay = backoff_delay(failures, retry_after)
+            if self.clock() + delay >= self.deadline:
+                raise self.timeout_error(f"{action} kept failing, last with {reason}")
+            self.retries += 1
+            self.log(f"{self.log_name} {self.subject}: {action} got {reason}; retry {failures} in {delay:.1f}s")
+            self.sleep(delay)
+
+
+def error_fields(response: Response) -> tuple[int | None, str, str | None]:
+    """(errorCode, message, trackingId) of a DPS error answer; the message falls back to the raw body."""
+    body = response.json if isinstance(response.json, dict) else {}
+    error_code = body.get("errorCode")
+    try:
+        error_code = int(error_code) if error_code is not None else None
+    except (TypeError, ValueError):
+        error_code = None
+    message = body.get("message") or body.get("Message") or response.raw.decode("utf-8", "replace").strip()
+    return error_code, message or "no error body", body.get("trackingId")
+
+
 # --- transport ----------------------------------------------------------------------------------------------------
 
 
@@ -313,6 +458,7 @@ def urls_transport(
     client_key: str | None = None,
     ca_path: str | None = None,
     validate_certs: bool = True,
+    user_agent: str = USER_AGENT,
 ) -> Transport:
     """A transport built on ansible.module_utils.urls.Request (TLS client certificate, CA path, timeouts)."""
     request = Request(
@@ -320,7 +466,7 @@ def urls_transport(
         client_cert=client_cert,
         client_key=client_key,
         ca_path=ca_path,
-        http_agent=USER_AGENT,
+        http_agent=user_agent,
         follow_redirects="none",
         use_proxy=True,
     )
@@ -345,7 +491,7 @@ def urls_transport(
             raise CertificateVerifyError(str(error.verify_message or error)) from None
         except (OSError, http.client.HTTPException) as error:
             # connection reset/refused, RemoteDisconnected, read timeouts, TLS alerts
-            raise TransportError("%s: %s" % (type(error).__name__, error)) from None
+            raise TransportError(f"{type(error).__name__}: {error}") from None
 
     return send
 
@@ -373,31 +519,50 @@ class DpsClient:
         sleep: t.Callable[[float], None] = time.sleep,
     ) -> None:
         host, port = split_provisioning_host(provisioning_host)
-        self.base_url = "https://%s%s" % (host, "" if port == 443 else ":%d" % port)
+        self.base_url = f"https://{host}" if port == 443 else f"https://{host}:{port}"
         self.id_scope = id_scope
         self.registration_id = registration_id
-        self.transport = transport
         self.api_version = api_version
         self.device_key = device_key
         self.sas_ttl = sas_ttl
-        self.timeout = timeout
-        self.request_timeout = request_timeout
-        self.log = log or (lambda message: None)
-        self.clock = clock
         self.wall_clock = wall_clock
-        self.sleep = sleep
-        self.deadline = clock() + timeout
-        self.attempts = 0
-        self.retries = 0
-        self.last_status: str | None = None
+        self.retry = RetryLoop(
+            transport,
+            registration_id,
+            timeout,
+            request_timeout,
+            log=log,
+            log_name="dps_register",
+            clock=clock,
+            wall_clock=wall_clock,
+            sleep=sleep,
+        )
+
+    @property
+    def attempts(self) -> int:
+        return self.retry.attempts
+
+    @property
+    def retries(self) -> int:
+        return self.retry.retries
+
+    @property
+    def deadline(self) -> float:
+        return self.retry.deadline
+
+    @property
+    def last_status(self) -> str | None:
+        return self.retry.last_status
+
+    @last_status.setter
+    def last_status(self, value: str | None) -> None:
+        self.retry.last_status = value
 
     def _url(self, suffix: str) -> str:
-        path = "/%s/registrations/%s%s" % (
-            urllib.parse.quote(self.id_scope, safe=""),
-            urllib.parse.quote(self.registration_id, safe=":"),
-            suffix,
-        )
-        return "%s%s?api-version=%s" % (self.base_url, path, urllib.parse.quote(self.api_version, safe=""))
+        scope = urllib.parse.quote(self.id_scope, safe="")
+        registration = urllib.parse.quote(self.registration_id, safe=":")
+        version = urllib.parse.quote(self.api_version, safe="")
+        return f"{self.base_url}/{scope}/registrations/{registration}{suffix}?api-version={version}"
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -410,72 +575,21 @@ class DpsClient:
             headers["Authorization"] = sas_token(self.id_scope, self.registration_id, self.device_key, expiry)
         return headers
 
-    def _timeout_error(self, what: str) -> DpsError:
-        return DpsError(
-            "%s: DPS did not finish within timeout=%ss (%s; %d requests, %d retries); run again later or raise timeout"
-            % (self.registration_id, _seconds(self.timeout), what, self.attempts, self.retries),
-            timed_out=True,
-        )
-
     def request(self, method: str, suffix: str, body: dict | None = None) -> Response:
-        """Send one request, retrying 429/5xx/connection errors with backoff inside the overall deadline."""
+        """Send one request through the shared retry loop (429/5xx/connection errors retried within the deadline)."""
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        url = self._url(suffix)
         action = {"": "status lookup", "/register": "register"}.get(suffix, "operation status")
-        failures = 0
-        while True:
-            remaining = self.deadline - self.clock()
-            if remaining <= 0:
-                raise self._timeout_error("time ran out before %s; last status: %s" % (action, self.last_status))
-            self.attempts += 1
-            retry_after = None
-            try:
-                response = self.transport(method, url, data, self._headers(), min(self.request_timeout, remaining))
-            except CertificateVerifyError as error:
-                raise DpsError(
-                    "%s: the DPS server certificate did not verify (%s); set ca_path to the CA that signed it"
-                    % (self.registration_id, error)
-                ) from None
-            except TransportError as error:
-                reason = "connection error (%s)" % error
-            else:
-                if response.status != 429 and response.status < 500:
-                    return response
-                reason = "HTTP %d" % response.status
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
-            self.last_status = reason
-            failures += 1
-            delay = backoff_delay(failures, retry_after)
-            if self.clock() + delay >= self.deadline:
-                raise self._timeout_error("%s kept failing, last with %s" % (action, reason))
-            self.retries += 1
-            self.log(
-                "dps_register %s: %s got %s; retry %d in %.1fs"
-                % (self.registration_id, action, reason, failures, delay)
-            )
-            self.sleep(delay)
+        return self.retry.send(method, self._url(suffix), data, self._headers, action)
 
     def _error(self, response: Response, action: str) -> DpsError:
-        body = response.json if isinstance(response.json, dict) else {}
-        error_code = body.get("errorCode")
-        try:
-            error_code = int(error_code) if error_code is not None else None
-        except (TypeError, ValueError):
-            error_code = None
-        message = body.get("message") or body.get("Message") or response.raw.decode("utf-8", "replace").strip()
+        error_code, message, tracking_id = error_fields(response)
+        code = f" ({error_code})" if error_code is not None else ""
         return DpsError(
-            "%s: %s failed: HTTP %d%s: %s"
-            % (
-                self.registration_id,
-                action,
-                response.status,
-                " (%d)" % error_code if error_code is not None else "",
-                message or "no error body",
-            ),
+            f"{self.registration_id}: {action} failed: HTTP {response.status}{code}: {message}",
             status=response.status,
             error_code=error_code,
-            tracking_id=body.get("trackingId"),
-            detail=message or "no error body",
+            tracking_id=tracking_id,
+            detail=message,
         )
 
     def status_lookup(self) -> dict | None:
@@ -507,24 +621,18 @@ class DpsClient:
             operation_id = operation.get("operationId")
             if not operation_id:
                 raise DpsError(
-                    "%s: DPS answered register with status %r and no operationId" % (self.registration_id, status),
+                    f"{self.registration_id}: DPS answered register with status {status!r} and no operationId",
                     status=response.status,
                 )
             delay = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
             delay = DEFAULT_POLL_INTERVAL if delay is None else delay
-            if self.clock() + delay >= self.deadline:
-                raise self._timeout_error("operation %s still %s" % (operation_id, status))
-            self.sleep(delay)
-            response = self.request("GET", "/operations/%s" % urllib.parse.quote(operation_id, safe=""))
+            self.retry.wait(delay, f"operation {operation_id} still {status}")
+            response = self.request("GET", f"/operations/{urllib.parse.quote(operation_id, safe='')}")
             if response.status not in (200, 202) or not isinstance(response.json, dict):
                 raise self._error(response, "operation status")
             previous_id = operation_id
             operation = response.json
             operation.setdefault("operationId", previous_id)
-
-
-def _seconds(value: float) -> str:
-    return ("%d" % value) if float(value).is_integer() else ("%.1f" % value)
 
 
 # --- error explanations -------------------------------------------------------------------------------------------
@@ -539,41 +647,55 @@ def explain_error(
     """One line telling the user what DPS refused and how to fix it."""
     if error.timed_out or error.status is None:
         return error.message
-    code = " (%d)" % error.error_code if error.error_code is not None else ""
+    code = f" ({error.error_code})" if error.error_code is not None else ""
     detail = error.detail
     lowered = detail.lower()
     if "disabled" in lowered:
-        return "%s: enrollment is disabled in DPS%s: %s; enable the enrollment (or the device's registration)" % (
-            registration_id,
-            code,
-            detail,
+        return (
+            f"{registration_id}: enrollment is disabled in DPS{code}: {detail}; enable the enrollment "
+            "(or the device's registration)"
         )
     if error.status == 401:
         if attestation == "x509":
             if chain_length == 1:
                 return (
-                    "%s: DPS refused the certificate%s: the chain you sent stops at the device certificate; send "
-                    "the full chain (device + intermediate) in client_cert" % (registration_id, code)
+                    f"{registration_id}: DPS refused the certificate{code}: the chain you sent stops at the device "
+                    "certificate; send the full chain (device + intermediate) in client_cert"
                 )
             return (
-                "%s: DPS refused the certificate%s: %s; check that an enrollment exists for this device or for "
-                "a verified CA in client_cert's chain" % (registration_id, code, detail)
+                f"{registration_id}: DPS refused the certificate{code}: {detail}; check that an enrollment exists "
+                "for this device or for a verified CA in client_cert's chain"
             )
         return (
-            "%s: DPS refused the SAS token%s: %s; check symmetric_key/group_key against the enrollment, "
-            "and the device clock" % (registration_id, code, detail)
+            f"{registration_id}: DPS refused the SAS token{code}: {detail}; check symmetric_key/group_key against "
+            "the enrollment, and the device clock"
         )
     if error.status == 404:
-        return "%s: DPS found no enrollment%s: %s; check id_scope and that an enrollment exists for this device" % (
-            registration_id,
-            code,
-            detail,
+        return (
+            f"{registration_id}: DPS found no enrollment{code}: {detail}; check id_scope and that an enrollment "
+            "exists for this device"
         )
     if error.error_code == 400004 or "api-version" in lowered or "api version" in lowered:
-        return "%s: DPS rejected api_version%s: %s; use one of %s" % (
-            registration_id,
-            code,
-            detail,
-            ", ".join(API_VERSIONS),
-        )
+        return f"{registration_id}: DPS rejected api_version{code}: {detail}; use one of {', '.join(API_VERSIONS)}"
     return error.message
+
+
+# --- shared module options ----------------------------------------------------------------------------------------
+
+
+def dps_connection_argument_spec() -> dict[str, dict[str, t.Any]]:
+    """Options of every module that talks to DPS; documented once in the doc fragment iotfleet.aziot.dps."""
+    return dict(
+        ca_path=dict(type="path"),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="int", default=120),
+        request_timeout=dict(type="int", default=30),
+    )
+
+
+def check_connection_options(params: dict[str, t.Any], subject: str) -> str | None:
+    """Why the shared connection options are unusable (one line), or None."""
+    for option in ("timeout", "request_timeout"):
+        if params[option] <= 0:
+            return f"{subject}: {option} must be a positive number of seconds"
+    return None

@@ -21,6 +21,7 @@ description:
 author: iotfleet developers (@iotfleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - iotfleet.aziot.dps
 attributes:
   check_mode:
     support: full
@@ -86,29 +87,16 @@ options:
   payload:
     description: Custom data sent with the registration (returned by DPS to custom allocation policies).
     type: dict
-  ca_path:
-    description: PEM file of the CA certificates that sign the DPS server certificate (default the system trust).
-    type: path
-  validate_certs:
-    description:
-      - Whether to verify the DPS server certificate. Only turn off for tests; a warning is emitted.
-    type: bool
-    default: true
-  timeout:
-    description: Overall time limit in seconds for the lookup, the registration, retries and polling together.
-    type: int
-    default: 120
-  request_timeout:
-    description: Time limit in seconds for a single HTTP request.
-    type: int
-    default: 30
   force:
     description: Register again even when DPS already shows the device assigned with the same attestation.
     type: bool
     default: false
 notes:
-  - The enrollment (individual or group) must exist in DPS; this module does not manage enrollments.
+  - The enrollment (individual or group) must exist in DPS; this module does not manage enrollments (see
+    M(iotfleet.aziot.dps_enrollment)).
+  - O(timeout) covers the status lookup, the registration, retries and polling together.
 seealso:
+  - module: iotfleet.aziot.dps_enrollment
   - name: DPS device REST API
     description: Register a device with the Device Provisioning Service.
     link: https://learn.microsoft.com/rest/api/iot-dps/device/runtime-registration/register-device
@@ -208,8 +196,10 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     DpsError,
     certificate_common_name,
     certificate_validity,
+    check_connection_options,
     decode_key,
     derive_device_key,
+    dps_connection_argument_spec,
     explain_error,
     is_already_assigned,
     pem_certificates,
@@ -221,7 +211,8 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
 
 
 def argument_spec() -> dict:
-    return dict(
+    spec = dps_connection_argument_spec()
+    spec.update(
         id_scope=dict(type="str", required=True),
         registration_id=dict(type="str", required=True),
         provisioning_host=dict(type="str", default=DEFAULT_PROVISIONING_HOST),
@@ -233,12 +224,9 @@ def argument_spec() -> dict:
         group_key=dict(type="str", no_log=True),
         sas_ttl=dict(type="int", default=3600),
         payload=dict(type="dict"),
-        ca_path=dict(type="path"),
-        validate_certs=dict(type="bool", default=True),
-        timeout=dict(type="int", default=120),
-        request_timeout=dict(type="int", default=30),
         force=dict(type="bool", default=False),
     )
+    return spec
 
 
 def read_text(module: AnsibleModule, option: str) -> str:
@@ -247,32 +235,30 @@ def read_text(module: AnsibleModule, option: str) -> str:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except FileNotFoundError:
-        module.fail_json(msg="%s: %s %s does not exist" % (module.params["registration_id"], option, path))
+        module.fail_json(msg=f"{module.params['registration_id']}: {option} {path} does not exist")
     except (OSError, UnicodeDecodeError) as error:
-        module.fail_json(msg="%s: cannot read %s %s: %s" % (module.params["registration_id"], option, path, error))
+        module.fail_json(msg=f"{module.params['registration_id']}: cannot read {option} {path}: {error}")
     return ""
 
 
 def x509_material(module: AnsibleModule) -> tuple[dict[str, str], int]:
     """Check the certificate chain and key files; return the leaf thumbprints and the chain length."""
     registration_id = module.params["registration_id"]
+    client_cert = module.params["client_cert"]
+    client_key = module.params["client_key"]
     try:
         chain = pem_certificates(read_text(module, "client_cert"))
     except ValueError as error:
-        module.fail_json(msg="%s: client_cert %s: %s" % (registration_id, module.params["client_cert"], error))
+        module.fail_json(msg=f"{registration_id}: client_cert {client_cert}: {error}")
     if not chain:
-        module.fail_json(
-            msg="%s: client_cert %s holds no PEM certificate" % (registration_id, module.params["client_cert"])
-        )
+        module.fail_json(msg=f"{registration_id}: client_cert {client_cert} holds no PEM certificate")
     if "PRIVATE KEY-----" not in read_text(module, "client_key"):
-        module.fail_json(
-            msg="%s: client_key %s holds no PEM private key" % (registration_id, module.params["client_key"])
-        )
+        module.fail_json(msg=f"{registration_id}: client_key {client_key} holds no PEM private key")
     common_name = certificate_common_name(chain[0])
     if common_name is not None and common_name != registration_id:
         module.fail_json(
-            msg="registration id '%s' does not match certificate CN '%s' (the first certificate in %s); DPS requires "
-            "them to be equal" % (registration_id, common_name, module.params["client_cert"])
+            msg=f"registration id '{registration_id}' does not match certificate CN '{common_name}' (the first "
+            f"certificate in {client_cert}); DPS requires them to be equal"
         )
     validity = certificate_validity(chain[0])
     if validity is not None:
@@ -283,13 +269,12 @@ def x509_material(module: AnsibleModule) -> tuple[dict[str, str], int]:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(validity[0] if now < validity[0] else validity[1]))
         if now < validity[0]:
             module.fail_json(
-                msg="%s: the device certificate in %s is not valid before %s; check the device clock, or %s"
-                % (registration_id, module.params["client_cert"], when, renew)
+                msg=f"{registration_id}: the device certificate in {client_cert} is not valid before {when}; "
+                f"check the device clock, or {renew}"
             )
         if now > validity[1]:
             module.fail_json(
-                msg="%s: the device certificate in %s expired at %s; %s"
-                % (registration_id, module.params["client_cert"], when, renew)
+                msg=f"{registration_id}: the device certificate in {client_cert} expired at {when}; {renew}"
             )
     return thumbprints(chain[0]), len(chain)
 
@@ -325,14 +310,16 @@ def main() -> None:
     if problem:
         module.fail_json(msg=problem)
     if not params["id_scope"].strip():
-        module.fail_json(msg="%s: id_scope must not be empty" % registration_id)
+        module.fail_json(msg=f"{registration_id}: id_scope must not be empty")
     try:
         split_provisioning_host(params["provisioning_host"])
     except ValueError as error:
-        module.fail_json(msg="%s: %s" % (registration_id, error))
-    for option in ("timeout", "request_timeout", "sas_ttl"):
-        if params[option] <= 0:
-            module.fail_json(msg="%s: %s must be a positive number of seconds" % (registration_id, option))
+        module.fail_json(msg=f"{registration_id}: {error}")
+    problem = check_connection_options(params, registration_id)
+    if problem:
+        module.fail_json(msg=problem)
+    if params["sas_ttl"] <= 0:
+        module.fail_json(msg=f"{registration_id}: sas_ttl must be a positive number of seconds")
     if not params["validate_certs"]:
         module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
 
@@ -350,7 +337,7 @@ def main() -> None:
                 decode_key(params["symmetric_key"], "symmetric_key")
                 device_key = params["symmetric_key"]
         except ValueError as error:
-            module.fail_json(msg="%s: %s" % (registration_id, error))
+            module.fail_json(msg=f"{registration_id}: {error}")
 
     client = DpsClient(
         id_scope=params["id_scope"].strip(),
@@ -396,20 +383,17 @@ def main() -> None:
     registration_state = result["registration_state"]
     if result["status"] == "disabled":
         reason = registration_state.get("errorMessage")
+        because = f" ({reason})" if reason else ""
         fail(
-            "%s: enrollment is disabled in DPS%s; enable the enrollment (or this device's registration) in DPS and run "
-            "again" % (registration_id, " (%s)" % reason if reason else ""),
+            f"{registration_id}: enrollment is disabled in DPS{because}; enable the enrollment (or this device's "
+            "registration) in DPS and run again",
             **result,
         )
     if result["status"] != "assigned":
         fail(
-            "%s: DPS registration %s (errorCode %s): %s"
-            % (
-                registration_id,
-                result["status"],
-                registration_state.get("errorCode", "none"),
-                registration_state.get("errorMessage") or "no error message",
-            ),
+            f"{registration_id}: DPS registration {result['status']} "
+            f"(errorCode {registration_state.get('errorCode', 'none')}): "
+            f"{registration_state.get('errorMessage') or 'no error message'}",
             **result,
         )
     module.exit_json(changed=True, attempts=client.attempts, retries=client.retries, **result)
