@@ -139,7 +139,8 @@ def test_bad_config_is_one_line_error(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "dps_emulator: error: enrollment group 'g': x509 attestation needs ca_cert (PEM file path or inline PEM)"
+        "dps_emulator: error: enrollment group 'g': x509 attestation needs ca_cert (PEM file path or inline PEM) "
+        "or ca_reference (the name of an entry of certificates)"
     )
 
 
@@ -152,12 +153,10 @@ def test_documented_example_config_loads(tmp_path, pki):
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "root-ca.pem").write_bytes((pki.dir / "root.pem").read_bytes())
     config = load_config(copy)
-    assert [group.group_id for group in config.groups] == ["fleet-x509", "fleet-sym"]
-    assert [individual.registration_id for individual in config.individuals] == [
-        "gateway-01",
-        "sensor-01",
-        "retired-01",
-    ]
+    groups = [seed.record["enrollmentGroupId"] for seed in config.seeds if seed.kind == "enrollmentGroups"]
+    individuals = [seed.record["registrationId"] for seed in config.seeds if seed.kind == "enrollments"]
+    assert groups == ["fleet-x509", "fleet-sym"]
+    assert individuals == ["gateway-01", "sensor-01", "retired-01"]
     assert config.faults[0].type == "throttle"
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+from .app import Emulator
 from .config import ConfigError, load_config
 from .pki import ensure_server_identity
-from .server import Emulator, Server, make_context
-from .state import StateError, device_list, load_records
+from .state import StateError, device_list, load_state
+from .transport import Server, make_context
 
 ENDPOINT_FILE = "endpoint.json"
 
@@ -83,8 +84,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def devices(args: argparse.Namespace) -> int:
-    records = load_records(Path(args.state_dir))
-    print(json.dumps(device_list(records) if not args.all else records, indent=2))
+    records, hub_devices = load_state(Path(args.state_dir))
+    print(json.dumps(device_list(hub_devices) if not args.all else records, indent=2))
     return 0
 
 

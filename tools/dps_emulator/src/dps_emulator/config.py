@@ -1,10 +1,13 @@
-"""Load and validate the emulator's enrollment file (YAML)."""
+"""Load and validate the emulator's configuration file (YAML).
+
+The file holds what Azure keeps outside the DPS service API - the id scope, the linked IoT hubs, the uploaded CA
+certificates and whether each is verified, the shared access policies - plus enrollments to seed and faults.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,41 +17,21 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from .enrollments import GROUP, INDIVIDUAL, CaCertificate, Context, ValidationError, compile_record, normalize
+
 FAULT_TYPES = ("throttle", "error", "slow", "drop")
-FAULT_ENDPOINTS = ("register", "operation", "status")
+DEVICE_ENDPOINTS = ("register", "operation", "status")
+SERVICE_ENDPOINTS = ("enrollments", "enrollmentGroups", "registrations")
+FAULT_ENDPOINTS = (*DEVICE_ENDPOINTS, *SERVICE_ENDPOINTS, "service")
 ATTESTATIONS = ("x509", "symmetric_key")
 PROVISIONING_STATUSES = ("enabled", "disabled")
+RIGHTS = ("ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite")
+# Device API registration ids: letters, digits and '-._:', ending with a letter, digit or '-'.
 REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")
 
 
 class ConfigError(ValueError):
-    """The enrollment file is invalid; the message names the entry and the fix."""
-
-
-@dataclass
-class Enrollment:
-    """An enrollment group (`group_id` set) or an individual enrollment (`registration_id` set)."""
-
-    attestation: str
-    group_id: str | None = None
-    registration_id: str | None = None
-    device_id: str | None = None
-    provisioning_status: str = "enabled"
-    iot_hub: str | None = None
-    ca_cert: x509.Certificate | None = None
-    verified: bool = True
-    thumbprints: tuple[str, ...] = ()
-    keys: tuple[bytes, ...] = ()
-
-    @property
-    def label(self) -> str:
-        if self.group_id is not None:
-            return f"enrollment group '{self.group_id}'"
-        return f"individual enrollment '{self.registration_id}'"
-
-    @property
-    def enabled(self) -> bool:
-        return self.provisioning_status == "enabled"
+    """The configuration file is invalid; the message names the entry and the fix."""
 
 
 @dataclass
@@ -76,15 +59,50 @@ class Fault:
 
 
 @dataclass
+class Policy:
+    """A shared access policy of the service API: name, keys (raw bytes) and rights."""
+
+    name: str
+    keys: tuple[bytes, ...]
+    rights: frozenset[str]
+
+
+@dataclass
+class Seed:
+    """An enrollment declared in the config: created at start-up when the state dir does not hold it."""
+
+    kind: str  # enrollments.INDIVIDUAL | enrollments.GROUP
+    record: dict[str, Any]
+    where: str
+
+
+@dataclass
 class Config:
     id_scope: str
     linked_hubs: list[str]
     assignment_delay: float = 1.0
     retry_after: int = 3
     rate_limit_per_minute: int = 0
-    groups: list[Enrollment] = field(default_factory=list)
-    individuals: list[Enrollment] = field(default_factory=list)
+    service_host: str | None = None
+    policies: list[Policy] = field(default_factory=list)
+    certificates: list[CaCertificate] = field(default_factory=list)
+    # CA certificates of `enrollment_groups` given with `ca_cert`, and whether each is `verified` (the older form
+    # of an uploaded CA: it counts as uploaded-and-verified for the matching rule, not as a caReferences name).
+    group_cas: list[tuple[x509.Certificate, bool]] = field(default_factory=list)
+    seeds: list[Seed] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+
+    def context(self) -> Context:
+        return Context(
+            linked_hubs=list(self.linked_hubs),
+            certificates={certificate.name.lower(): certificate for certificate in self.certificates},
+        )
+
+    def verified_cas(self) -> list[x509.Certificate]:
+        """Every CA verified by proof of possession (`certificates` with verified: true, verified group CAs)."""
+        return [ca.certificate for ca in self.certificates if ca.verified] + [
+            certificate for certificate, verified in self.group_cas if verified
+        ]
 
 
 def _require_mapping(value: Any, where: str) -> dict[str, Any]:
@@ -118,7 +136,11 @@ def _load_certificate(value: Any, base_dir: Path, where: str) -> x509.Certificat
         raise ConfigError(f"{where}: not a PEM certificate") from None
 
 
-def _load_key(value: Any, where: str) -> bytes:
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(Encoding.PEM).decode("ascii")
+
+
+def _load_key(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: expected a base64 symmetric key")
     try:
@@ -127,37 +149,58 @@ def _load_key(value: Any, where: str) -> bytes:
         raise ConfigError(f"{where}: not valid base64") from None
     if not key:
         raise ConfigError(f"{where}: key is empty")
-    return key
+    return value
 
 
 def _common(entry: dict[str, Any], where: str, hubs: list[str]) -> dict[str, Any]:
+    """The record fields shared by groups and individual enrollments (service API names)."""
     attestation = entry.get("attestation")
     if attestation not in ATTESTATIONS:
         raise ConfigError(f"{where}: attestation must be one of {', '.join(ATTESTATIONS)}, got {attestation!r}")
     status = entry.get("provisioning_status", "enabled")
     if status not in PROVISIONING_STATUSES:
         raise ConfigError(f"{where}: provisioning_status must be enabled or disabled, got {status!r}")
+    record: dict[str, Any] = {"provisioningStatus": status}
     hub = entry.get("iot_hub")
-    if hub is not None and hub not in hubs:
-        raise ConfigError(f"{where}: iot_hub {hub!r} is not in linked_hubs ({', '.join(hubs)})")
-    return {"attestation": attestation, "provisioning_status": status, "iot_hub": hub}
+    if hub is not None:
+        if hub not in hubs:
+            raise ConfigError(f"{where}: iot_hub {hub!r} is not in linked_hubs ({', '.join(hubs)})")
+        record.update({"allocationPolicy": "static", "iotHubs": [hub], "iotHubHostName": hub})
+    if entry.get("iot_edge") is not None:
+        if not isinstance(entry["iot_edge"], bool):
+            raise ConfigError(f"{where}.iot_edge: expected true or false")
+        record["capabilities"] = {"iotEdge": entry["iot_edge"]}
+    if entry.get("initial_twin") is not None:
+        twin = _require_mapping(entry["initial_twin"], f"{where}.initial_twin")
+        _check_keys(twin, {"tags", "properties"}, f"{where}.initial_twin")
+        record["initialTwin"] = twin
+    return record
 
 
-def _symmetric_keys(entry: dict[str, Any], where: str) -> tuple[bytes, ...]:
+def _symmetric_attestation(entry: dict[str, Any], where: str) -> dict[str, Any]:
     if "primary_key" not in entry:
         raise ConfigError(f"{where}: symmetric_key attestation needs primary_key (base64)")
-    keys = [_load_key(entry["primary_key"], f"{where}.primary_key")]
+    keys = {"primaryKey": _load_key(entry["primary_key"], f"{where}.primary_key")}
     if entry.get("secondary_key") is not None:
-        keys.append(_load_key(entry["secondary_key"], f"{where}.secondary_key"))
-    return tuple(keys)
+        keys["secondaryKey"] = _load_key(entry["secondary_key"], f"{where}.secondary_key")
+    return {"type": "symmetricKey", "symmetricKey": keys}
 
 
-def _parse_group(entry: Any, index: int, base_dir: Path, hubs: list[str]) -> Enrollment:
+def _seed(kind: str, record: dict[str, Any], where: str, context: Context) -> Seed:
+    try:
+        normalized = normalize(kind, record, None, context, strict_keys=False, allow_thumbprints=True)
+        compile_record(kind, normalized, context)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return Seed(kind, normalized, where)
+
+
+def _parse_group(entry: Any, index: int, base_dir: Path, config: Config) -> Seed:
     where = f"enrollment_groups[{index}]"
     entry = _require_mapping(entry, where)
-    allowed = {"name", "attestation", "provisioning_status", "iot_hub"}
+    allowed = {"name", "attestation", "provisioning_status", "iot_hub", "iot_edge", "initial_twin"}
     if entry.get("attestation") == "x509":
-        allowed |= {"ca_cert", "verified"}
+        allowed |= {"ca_cert", "verified", "ca_reference"}
     else:
         allowed |= {"primary_key", "secondary_key"}
     _check_keys(entry, allowed, where)
@@ -165,19 +208,28 @@ def _parse_group(entry: Any, index: int, base_dir: Path, hubs: list[str]) -> Enr
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: name (the enrollmentGroupId) is required")
     where = f"enrollment group '{name}'"
-    common = _common(entry, where, hubs)
-    enrollment = Enrollment(group_id=name, **common)
-    if enrollment.attestation == "x509":
-        if "ca_cert" not in entry:
-            raise ConfigError(f"{where}: x509 attestation needs ca_cert (PEM file path or inline PEM)")
-        enrollment.ca_cert = _load_certificate(entry["ca_cert"], base_dir, f"{where}.ca_cert")
-        verified = entry.get("verified", True)
-        if not isinstance(verified, bool):
-            raise ConfigError(f"{where}.verified: expected true or false")
-        enrollment.verified = verified
+    record = {"enrollmentGroupId": name, **_common(entry, where, config.linked_hubs)}
+    if entry["attestation"] == "x509":
+        if ("ca_cert" in entry) == ("ca_reference" in entry):
+            raise ConfigError(
+                f"{where}: x509 attestation needs ca_cert (PEM file path or inline PEM) or ca_reference "
+                "(the name of an entry of certificates)"
+            )
+        if "ca_cert" in entry:
+            certificate = _load_certificate(entry["ca_cert"], base_dir, f"{where}.ca_cert")
+            verified = entry.get("verified", True)
+            if not isinstance(verified, bool):
+                raise ConfigError(f"{where}.verified: expected true or false")
+            config.group_cas.append((certificate, verified))
+            signing = {"primary": {"certificate": _pem(certificate)}}
+            record["attestation"] = {"type": "x509", "x509": {"signingCertificates": signing}}
+        else:
+            if "verified" in entry:
+                raise ConfigError(f"{where}.verified: with ca_reference, verified belongs to the certificates entry")
+            record["attestation"] = {"type": "x509", "x509": {"caReferences": {"primary": entry["ca_reference"]}}}
     else:
-        enrollment.keys = _symmetric_keys(entry, where)
-    return enrollment
+        record["attestation"] = _symmetric_attestation(entry, where)
+    return _seed(GROUP, record, where, config.context())
 
 
 def _normalise_thumbprint(value: Any, where: str) -> str:
@@ -189,10 +241,11 @@ def _normalise_thumbprint(value: Any, where: str) -> str:
     return text
 
 
-def _parse_individual(entry: Any, index: int, base_dir: Path, hubs: list[str]) -> Enrollment:
+def _parse_individual(entry: Any, index: int, base_dir: Path, config: Config) -> Seed:
     where = f"individual_enrollments[{index}]"
     entry = _require_mapping(entry, where)
-    allowed = {"registration_id", "device_id", "attestation", "provisioning_status", "iot_hub"}
+    allowed = {"registration_id", "device_id", "attestation", "provisioning_status", "iot_hub", "iot_edge"}
+    allowed.add("initial_twin")
     if entry.get("attestation") == "x509":
         allowed |= {"cert", "thumbprint", "secondary_thumbprint"}
     else:
@@ -204,24 +257,67 @@ def _parse_individual(entry: Any, index: int, base_dir: Path, hubs: list[str]) -
             f"{where}: registration_id {registration_id!r} must be 1-128 characters of letters, digits, '-._:'"
         )
     where = f"individual enrollment '{registration_id}'"
-    common = _common(entry, where, hubs)
-    device_id = entry.get("device_id", registration_id)
-    enrollment = Enrollment(registration_id=registration_id, device_id=str(device_id), **common)
-    if enrollment.attestation == "x509":
-        thumbprints: list[str] = []
+    record = {"registrationId": registration_id, **_common(entry, where, config.linked_hubs)}
+    if entry.get("device_id") is not None:
+        record["deviceId"] = str(entry["device_id"])
+    if entry["attestation"] == "x509":
+        slots: list[dict[str, Any]] = []
         if entry.get("cert") is not None:
-            cert = _load_certificate(entry["cert"], base_dir, f"{where}.cert")
-            der = cert.public_bytes(Encoding.DER)
-            thumbprints += [hashlib.sha1(der).hexdigest().upper(), hashlib.sha256(der).hexdigest().upper()]  # noqa: S324
+            slots.append({"certificate": _pem(_load_certificate(entry["cert"], base_dir, f"{where}.cert"))})
         for key in ("thumbprint", "secondary_thumbprint"):
             if entry.get(key) is not None:
-                thumbprints.append(_normalise_thumbprint(entry[key], f"{where}.{key}"))
-        if not thumbprints:
+                thumbprint = _normalise_thumbprint(entry[key], f"{where}.{key}")
+                name = "sha1Thumbprint" if len(thumbprint) == 40 else "sha256Thumbprint"
+                slots.append({"info": {name: thumbprint}})
+        if not slots:
             raise ConfigError(f"{where}: x509 attestation needs cert (PEM path or inline) or thumbprint")
-        enrollment.thumbprints = tuple(thumbprints)
+        if len(slots) > 2:
+            raise ConfigError(f"{where}: give at most two of cert, thumbprint, secondary_thumbprint")
+        client = dict(zip(("primary", "secondary"), slots, strict=False))
+        record["attestation"] = {"type": "x509", "x509": {"clientCertificates": client}}
     else:
-        enrollment.keys = _symmetric_keys(entry, where)
-    return enrollment
+        record["attestation"] = _symmetric_attestation(entry, where)
+    return _seed(INDIVIDUAL, record, where, config.context())
+
+
+def _parse_certificate(entry: Any, index: int, base_dir: Path) -> CaCertificate:
+    where = f"certificates[{index}]"
+    entry = _require_mapping(entry, where)
+    _check_keys(entry, {"name", "certificate", "verified"}, where)
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: name is required (what caReferences refer to)")
+    where = f"certificate '{name}'"
+    if "certificate" not in entry:
+        raise ConfigError(f"{where}: certificate (PEM file path or inline PEM) is required")
+    verified = entry.get("verified")
+    if not isinstance(verified, bool):
+        raise ConfigError(f"{where}: verified (true or false: proven by proof of possession) is required")
+    return CaCertificate(name, _load_certificate(entry["certificate"], base_dir, f"{where}.certificate"), verified)
+
+
+def _parse_policy(entry: Any, index: int) -> Policy:
+    where = f"shared_access_policies[{index}]"
+    entry = _require_mapping(entry, where)
+    _check_keys(entry, {"name", "primary_key", "secondary_key", "rights"}, where)
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: name (the SharedAccessKeyName, e.g. provisioningserviceowner) is required")
+    where = f"shared access policy '{name}'"
+    if "primary_key" not in entry:
+        raise ConfigError(f"{where}: primary_key (base64) is required")
+    keys = [base64.b64decode(_load_key(entry["primary_key"], f"{where}.primary_key"))]
+    if entry.get("secondary_key") is not None:
+        keys.append(base64.b64decode(_load_key(entry["secondary_key"], f"{where}.secondary_key")))
+    rights = entry.get("rights")
+    if isinstance(rights, str):  # Resource Manager's form: "EnrollmentRead, EnrollmentWrite"
+        rights = [right.strip() for right in rights.split(",") if right.strip()]
+    if not isinstance(rights, list) or not rights:
+        raise ConfigError(f"{where}: rights must be a list of {', '.join(RIGHTS)}")
+    unknown = [right for right in rights if right not in RIGHTS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown right(s) {', '.join(map(str, unknown))}; use {', '.join(RIGHTS)}")
+    return Policy(name, tuple(keys), frozenset(rights))
 
 
 def parse_fault(entry: Any, where: str) -> Fault:
@@ -260,8 +356,21 @@ def parse_fault(entry: Any, where: str) -> Fault:
     )
 
 
+TOP_LEVEL_KEYS = {
+    "id_scope",
+    "linked_hubs",
+    "defaults",
+    "service_host",
+    "shared_access_policies",
+    "certificates",
+    "enrollment_groups",
+    "individual_enrollments",
+    "faults",
+}
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate the YAML enrollment file; raise ConfigError with a one-line message."""
+    """Read and validate the YAML configuration file; raise ConfigError with a one-line message."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -272,9 +381,7 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     data = _require_mapping(data, f"config file {path}")
-    _check_keys(
-        data, {"id_scope", "linked_hubs", "defaults", "enrollment_groups", "individual_enrollments", "faults"}, "config"
-    )
+    _check_keys(data, TOP_LEVEL_KEYS, "config")
     id_scope = data.get("id_scope")
     if not isinstance(id_scope, str) or not re.fullmatch(r"[A-Za-z0-9]{1,64}", id_scope):
         raise ConfigError("config: id_scope is required, e.g. 0ne00000001 (letters and digits)")
@@ -296,21 +403,31 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(rate, int) or isinstance(rate, bool) or rate < 0:
         raise ConfigError("config.defaults.rate_limit_per_minute must be a non-negative integer (0 = no limit)")
     config.rate_limit_per_minute = rate
+    service_host = data.get("service_host")
+    if service_host is not None:
+        if not isinstance(service_host, str) or not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]+)?", service_host):
+            raise ConfigError("config.service_host must be a host name, e.g. mydps.azure-devices-provisioning.net")
+        config.service_host = service_host.lower()
     base_dir = path.resolve().parent
+    for index, entry in enumerate(data.get("shared_access_policies") or []):
+        config.policies.append(_parse_policy(entry, index))
+    for index, entry in enumerate(data.get("certificates") or []):
+        config.certificates.append(_parse_certificate(entry, index, base_dir))
+    for kind, items in (("shared access policy", config.policies), ("certificate", config.certificates)):
+        names = [item.name.lower() for item in items]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{kind} '{name}' is declared twice (names are case-insensitive)")
     for index, entry in enumerate(data.get("enrollment_groups") or []):
-        config.groups.append(_parse_group(entry, index, base_dir, config.linked_hubs))
+        config.seeds.append(_parse_group(entry, index, base_dir, config))
     for index, entry in enumerate(data.get("individual_enrollments") or []):
-        config.individuals.append(_parse_individual(entry, index, base_dir, config.linked_hubs))
-    seen: set[str] = set()
-    for enrollment in config.groups:
-        if enrollment.group_id in seen:
-            raise ConfigError(f"enrollment group '{enrollment.group_id}' is declared twice")
-        seen.add(enrollment.group_id or "")
-    seen = set()
-    for enrollment in config.individuals:
-        if enrollment.registration_id in seen:
-            raise ConfigError(f"individual enrollment '{enrollment.registration_id}' is declared twice")
-        seen.add(enrollment.registration_id or "")
+        config.seeds.append(_parse_individual(entry, index, base_dir, config))
+    seen: set[tuple[str, str]] = set()
+    for seed in config.seeds:
+        key = (seed.kind, (seed.record.get("enrollmentGroupId") or seed.record.get("registrationId")).lower())
+        if key in seen:
+            raise ConfigError(f"{seed.where} is declared twice (ids are case-insensitive)")
+        seen.add(key)
     for index, entry in enumerate(data.get("faults") or []):
         config.faults.append(parse_fault(entry, f"faults[{index}]"))
     return config

@@ -174,44 +174,56 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
     return True
 
 
+def same_certificate(one: x509.Certificate, other: x509.Certificate) -> bool:
+    """The same CA: same subject and same public key (a re-issued CA certificate counts as the same CA)."""
+    if one.subject != other.subject:
+        return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return one.public_key().public_bytes(serialization.Encoding.DER, spki) == other.public_key().public_bytes(
+        serialization.Encoding.DER, spki
+    )
+
+
+def self_signed(cert: x509.Certificate) -> bool:
+    return issued_by(cert, cert) is True
+
+
 @dataclass
 class ChainMatch:
-    """Result of walking a presented chain towards the configured group CAs."""
+    """Result of walking a presented chain towards the enrollment groups' CAs."""
 
     group: Any | None  # the Enrollment that matched
     signing_cert: x509.Certificate | None  # the certificate that signed the leaf (for signingCertificateInfo)
     problem: str | None  # why nothing matched
 
 
-def match_group(leaf: x509.Certificate, presented: list[x509.Certificate], groups: list[Any]) -> ChainMatch:
-    """Walk leaf -> presented intermediates; the group whose CA signed the nearest certificate wins.
+def match_group(
+    leaf: x509.Certificate,
+    presented: list[x509.Certificate],
+    groups: list[Any],
+    verified: list[x509.Certificate],
+) -> ChainMatch:
+    """The enrollment group a device certificate belongs to, by Microsoft's X.509 group rule.
 
-    Only the certificates the client sent are used to build the path (like DPS): a configured root reached only
-    through an intermediate the client did not send is not found.
+    The chain is built from the leaf through the certificates the client *presented* (like DPS), and may end with
+    one certificate DPS already has - an uploaded CA or a group's CA - that signed the last presented one. The
+    chain must reach a CA verified by proof of possession (`verified`); a group CA (e.g. an intermediate in a
+    group's signingCertificates) need not be verified itself when a verified CA sits above it in that chain. The
+    group whose CA signed the certificate nearest the leaf wins. A leaf sent alone therefore reaches only a CA
+    that signed it directly, and only if that CA is verified.
     """
-    x509_groups = [group for group in groups if group.attestation == "x509" and group.ca_cert is not None]
-    current = leaf
-    signing_cert: x509.Certificate | None = None
-    unverified: list[str] = []
+
+    def is_verified(cert: x509.Certificate) -> bool:
+        return any(same_certificate(cert, ca) for ca in verified)
+
+    x509_groups = [group for group in groups if group.attestation == "x509" and group.ca_certs]
     bad_signature: str | None = None
+    path = [leaf]
     remaining = [cert for cert in presented if cert != leaf]
+    current = leaf
     for _depth in range(10):
-        for group in x509_groups:
-            verdict = issued_by(current, group.ca_cert)
-            if verdict is False:
-                # two CAs may share a name: remember the failure, another group may still match
-                bad_signature = bad_signature or (
-                    f"signature of '{_name(current.subject)}' does not verify with the CA of {group.label}"
-                )
-                continue
-            if verdict and not group.verified:
-                unverified.append(group.label)
-                continue
-            if verdict:
-                problem = validity_problem(group.ca_cert, "CA certificate")
-                if problem:
-                    return ChainMatch(None, None, problem)
-                return ChainMatch(group, signing_cert or group.ca_cert, None)
+        if self_signed(current):
+            break
         parent = None
         for candidate in remaining:
             verdict = issued_by(current, candidate)
@@ -220,7 +232,7 @@ def match_group(leaf: x509.Certificate, presented: list[x509.Certificate], group
                     f"signature of '{_name(current.subject)}' does not verify with the presented issuer "
                     f"'{_name(candidate.subject)}'"
                 )
-            if verdict:
+            elif verdict:
                 parent = candidate
                 break
         if parent is None:
@@ -228,25 +240,70 @@ def match_group(leaf: x509.Certificate, presented: list[x509.Certificate], group
         problem = validity_problem(parent, "intermediate certificate")
         if problem:
             return ChainMatch(None, None, problem)
-        if signing_cert is None:
-            signing_cert = parent
+        path.append(parent)
         remaining.remove(parent)
         current = parent
+    presented_length = len(path)
+    if not self_signed(current):
+        # one more step with a certificate DPS holds: a verified CA first, then any group CA
+        known = [(ca, True) for ca in verified] + [(ca, False) for group in x509_groups for ca in group.ca_certs]
+        for candidate, _is_verified in sorted(known, key=lambda item: not item[1]):
+            verdict = issued_by(current, candidate)
+            if verdict is False:
+                bad_signature = bad_signature or (
+                    f"signature of '{_name(current.subject)}' does not verify with the CA '{_name(candidate.subject)}'"
+                )
+            elif verdict:
+                problem = validity_problem(candidate, "CA certificate")
+                if problem:
+                    return ChainMatch(None, None, problem)
+                path.append(candidate)
+                break
+    verified_at = [index for index, cert in enumerate(path) if index > 0 and is_verified(cert)]
+    unverified: tuple[Any, x509.Certificate] | None = None
+    for index, cert in enumerate(path):
+        for group in x509_groups:
+            for ca in group.ca_certs:
+                if same_certificate(cert, ca):
+                    continue  # a CA does not sign itself into its own group
+                verdict = issued_by(cert, ca)
+                if verdict is False:
+                    bad_signature = bad_signature or (
+                        f"signature of '{_name(cert.subject)}' does not verify with the CA of {group.label}"
+                    )
+                    continue
+                if not verdict:
+                    continue
+                if not (is_verified(ca) or any(position > index for position in verified_at)):
+                    unverified = unverified or (group, ca)
+                    continue
+                problem = validity_problem(ca, "CA certificate")
+                if problem:
+                    return ChainMatch(None, None, problem)
+                return ChainMatch(group, path[1] if len(path) > 1 else ca, None)
     if bad_signature:
         return ChainMatch(None, None, bad_signature)
-    if unverified:
-        return ChainMatch(None, None, f"CA certificate of {unverified[0]} is not verified (proof of possession)")
-    if current is leaf:
+    if unverified is not None:
+        group, ca = unverified
+        return ChainMatch(
+            None,
+            None,
+            f"CA certificate '{_name(ca.subject)}' of {group.label} is not verified (proof of possession) and the "
+            "presented chain reaches no verified CA above it; send the full chain (leaf + intermediates) up to a "
+            "verified CA",
+        )
+    if presented_length == 1:
         return ChainMatch(
             None,
             None,
             f"CA certificate not found for issuer '{_name(leaf.issuer)}' - no enrollment group CA signed the "
             "device certificate and the client sent no intermediate; send the full chain (leaf + intermediates)",
         )
-    top = current.subject if current.issuer == current.subject else current.issuer
+    top = path[-1]
+    top_name = top.subject if self_signed(top) else top.issuer
     return ChainMatch(
         None,
         None,
-        f"CA certificate not found: the presented chain ends at '{_name(top)}', "
+        f"CA certificate not found: the presented chain ends at '{_name(top_name)}', "
         "which is not the CA of any enrollment group",
     )

@@ -1,4 +1,4 @@
-"""Shared access signature checks for symmetric-key attestation, written from the DPS docs (not the client)."""
+"""Shared access signatures, written from the DPS docs (not from any client): device registration and service API."""
 
 from __future__ import annotations
 
@@ -84,3 +84,21 @@ def signature_matches(token: SasToken, key: bytes) -> bool:
         if hmac.compare_digest(hmac.new(key, message, hashlib.sha256).digest(), token.signature):
             return True
     return False
+
+
+def service_resource_allows(token: SasToken, accepted_hosts: list[str], path: str) -> bool:
+    """Does the token's `sr` name this service host (and a segment prefix of `path`, if it has one)?
+
+    `sr` is "the URI prefix (by segment) of the endpoints that can be accessed, starting with the host name"; the
+    docs ask for it lower-cased, so it is compared case-insensitively.
+    """
+    resource = token.resource.lower().strip("/")
+    for scheme in ("https://", "http://"):
+        if resource.startswith(scheme):
+            resource = resource[len(scheme) :]
+    host, _, prefix = resource.partition("/")
+    if host not in accepted_hosts:
+        return False
+    wanted = [segment for segment in prefix.split("/") if segment]
+    have = [segment for segment in path.lower().strip("/").split("/") if segment]
+    return have[: len(wanted)] == wanted

@@ -1,11 +1,18 @@
-"""Registrations that survive a restart: one JSON file in the state dir, written atomically under a lock."""
+"""What survives a restart besides enrollments: DPS's registration records and the "IoT Hub" device list.
+
+One JSON file in the state dir, written atomically under a lock. The two halves are separate on purpose: deleting a
+registration record (a DPS operation) leaves the device in its IoT hub, as Azure does.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +20,86 @@ STATE_FILE = "registrations.json"
 
 
 class StateError(RuntimeError):
-    """The state file exists but cannot be read."""
+    """A state file exists but cannot be read."""
+
+
+def device_key(hub: str, device_id: str) -> str:
+    return f"{hub}/{device_id}"
 
 
 class RegistrationStore:
-    """Registration id -> {"registrationState": {...}, "attestation": ..., "registrationCount": n}."""
+    """Registration records by lower-case registration id, and hub devices by "hub/deviceId".
+
+    A record: {"registrationState": {...}, "attestation", "enrollment", "enrollmentGroupId", "registrationCount"}.
+    A device: {"deviceId", "assignedHub", "registrationId", ..., "registrationCount", "tags", "desired"}.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
         self.lock = threading.RLock()
-        self.records: dict[str, dict[str, Any]] = load_records(state_dir)
+        self.records, self.devices = load_state(state_dir)
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RegistrationStore]:
+        """Mutate records and devices together; saved once at the end."""
+        with self.lock:
+            yield self
+            self._save()
+
+    # --- registration records ------------------------------------------------------------------------------
     def get(self, registration_id: str) -> dict[str, Any] | None:
         with self.lock:
-            record = self.records.get(registration_id)
-            return json.loads(json.dumps(record)) if record is not None else None
+            record = self.records.get(registration_id.lower())
+            return copy.deepcopy(record) if record is not None else None
+
+    def set_record(self, registration_id: str, record: dict[str, Any]) -> None:
+        self.records[registration_id.lower()] = record
+
+    def remove_record(self, registration_id: str) -> None:
+        self.records.pop(registration_id.lower(), None)
 
     def put(self, registration_id: str, record: dict[str, Any]) -> None:
-        with self.lock:
-            self.records[registration_id] = record
-            self._save()
+        with self.transaction():
+            self.set_record(registration_id, record)
 
-    def clear(self) -> None:
+    def by_group(self, group_id: str) -> list[dict[str, Any]]:
         with self.lock:
+            return [
+                copy.deepcopy(self.records[key])
+                for key in sorted(self.records)
+                if (self.records[key].get("enrollmentGroupId") or "").lower() == group_id.lower()
+            ]
+
+    # --- hub devices ---------------------------------------------------------------------------------------
+    def device(self, hub: str, device_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            device = self.devices.get(device_key(hub, device_id))
+            return copy.deepcopy(device) if device is not None else None
+
+    def set_device(self, device: dict[str, Any]) -> None:
+        self.devices[device_key(device["assignedHub"], device["deviceId"])] = device
+
+    def remove_device(self, hub: str, device_id: str) -> None:
+        self.devices.pop(device_key(hub, device_id), None)
+
+    # --- whole store ---------------------------------------------------------------------------------------
+    def clear(self) -> None:
+        with self.transaction():
             self.records = {}
-            self._save()
+            self.devices = {}
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self.lock:
-            return json.loads(json.dumps(self.records))
+            return copy.deepcopy(self.records)
+
+    def device_snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self.devices)
 
     def _save(self) -> None:
-        data = json.dumps({"version": 1, "registrations": self.records}, indent=2, sort_keys=True)
+        data = json.dumps(
+            {"version": 2, "registrations": self.records, "devices": self.devices}, indent=2, sort_keys=True
+        )
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -57,10 +112,37 @@ class RegistrationStore:
             raise
 
 
-def load_records(state_dir: Path) -> dict[str, dict[str, Any]]:
+def _device_from_record(registration_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """A version-1 state file had no device list: rebuild it from the assigned registrations."""
+    state = record.get("registrationState", {})
+    if state.get("status") != "assigned":
+        return None
+    device = {
+        "deviceId": state.get("deviceId"),
+        "assignedHub": state.get("assignedHub"),
+        "registrationId": state.get("registrationId", registration_id),
+        "attestation": record.get("attestation"),
+        "enrollment": record.get("enrollment"),
+        "enrollmentGroupId": record.get("enrollmentGroupId"),
+        "createdDateTimeUtc": state.get("createdDateTimeUtc"),
+        "lastUpdatedDateTimeUtc": state.get("lastUpdatedDateTimeUtc"),
+        "registrationCount": record.get("registrationCount", 1),
+        "substatus": state.get("substatus"),
+        "tags": {},
+        "desired": {},
+    }
+    certificate = (state.get("x509") or {}).get("certificateInfo")
+    if certificate:
+        device["sha1Thumbprint"] = certificate.get("sha1Thumbprint")
+        device["sha256Thumbprint"] = certificate.get("sha256Thumbprint")
+    return device
+
+
+def load_state(state_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(registration records by lower-case id, devices by "hub/deviceId") from the state dir."""
     path = state_dir / STATE_FILE
     if not path.exists():
-        return {}
+        return {}, {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -68,32 +150,23 @@ def load_records(state_dir: Path) -> dict[str, dict[str, Any]]:
     records = data.get("registrations") if isinstance(data, dict) else None
     if not isinstance(records, dict):
         raise StateError(f"state file {path} has no 'registrations' mapping; move it away to start afresh")
-    return records
+    records = {key.lower(): record for key, record in records.items()}
+    devices = data.get("devices")
+    if not isinstance(devices, dict):
+        devices = {}
+        for registration_id, record in records.items():
+            device = _device_from_record(registration_id, record)
+            if device is not None:
+                devices[device_key(device["assignedHub"], device["deviceId"])] = device
+    return records, devices
 
 
-def device_list(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The "IoT Hub device list": every registration that ended assigned, sorted by hub then device id."""
-    devices = []
-    for registration_id, record in records.items():
-        state = record.get("registrationState", {})
-        if state.get("status") != "assigned":
-            continue
-        device = {
-            "deviceId": state.get("deviceId"),
-            "assignedHub": state.get("assignedHub"),
-            "registrationId": registration_id,
-            "attestation": record.get("attestation"),
-            "enrollment": record.get("enrollment"),
-            "enrollmentGroupId": record.get("enrollmentGroupId"),
-            "createdDateTimeUtc": state.get("createdDateTimeUtc"),
-            "lastUpdatedDateTimeUtc": state.get("lastUpdatedDateTimeUtc"),
-            "registrationCount": record.get("registrationCount", 1),
-            "substatus": state.get("substatus"),
-        }
-        certificate = (state.get("x509") or {}).get("certificateInfo")
-        if certificate:
-            device["sha1Thumbprint"] = certificate.get("sha1Thumbprint")
-            device["sha256Thumbprint"] = certificate.get("sha256Thumbprint")
-        devices.append(device)
-    devices.sort(key=lambda device: (device["assignedHub"] or "", device["deviceId"] or ""))
-    return devices
+def load_records(state_dir: Path) -> dict[str, dict[str, Any]]:
+    return load_state(state_dir)[0]
+
+
+def device_list(devices: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The "IoT Hub device list", sorted by hub then device id."""
+    listing = [copy.deepcopy(device) for device in devices.values()]
+    listing.sort(key=lambda device: (device.get("assignedHub") or "", device.get("deviceId") or ""))
+    return listing

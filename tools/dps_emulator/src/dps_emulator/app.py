@@ -1,0 +1,41 @@
+"""The emulator: one enrollment store and one registration store shared by the device, service and admin APIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .admin_api import AdminApi
+from .config import Config
+from .device_api import DeviceApi
+from .faults import FaultInjector
+from .router import Router
+from .state import RegistrationStore
+from .store import EnrollmentStore
+from .wire import Request, Response
+
+
+class Emulator:
+    """What the HTTP layer (`transport.Server`) hands requests to."""
+
+    def __init__(self, config: Config, state_dir: Path) -> None:
+        self.config = config
+        self.registrations = RegistrationStore(state_dir)
+        self.enrollments = EnrollmentStore(state_dir, config)
+        self.faults = FaultInjector(config.faults, config.rate_limit_per_minute)
+        self.device_api = DeviceApi(config, self.enrollments, self.registrations, self.faults)
+        self.admin_api = AdminApi(config, self.registrations, self.faults, self.device_api)
+        routes = [*self.device_api.routes(), *self.admin_api.routes()]
+        self.router = Router(
+            routes,
+            self.faults,
+            {
+                "device": self.device_api.authenticate,
+                "none": lambda _request, _params, _route: None,
+            },
+        )
+
+    def handle(self, request: Request) -> Response:
+        return self.router.dispatch(request)
+
+    def finalize_due(self) -> None:
+        self.device_api.finalize_due()

@@ -1,0 +1,401 @@
+"""The DPS device API: register, poll the operation, status lookup - with X.509 and symmetric-key attestation.
+
+Devices match against the shared enrollment store, so enrollments written through the service API count from the
+next request on. Assignment writes the registration record and the device in its "IoT hub" (with the twin copied
+from the enrollment's initialTwin when the device is first created there).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import secrets
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+from .config import REGISTRATION_ID_RE, Config
+from .enrollments import Enrollment
+from .faults import FaultInjector
+from .pki import certificate_info, common_name, iso_utc, match_group, thumbprints, utcnow, validity_problem
+from .router import Route
+from .sas import SasError, check_token, derive_device_key, parse_sas, signature_matches
+from .state import RegistrationStore
+from .store import EnrollmentStore, new_etag
+from .wire import (
+    ERROR_OPERATION_NOT_FOUND,
+    ERROR_REGISTRATION_NOT_FOUND,
+    ERROR_UNAUTHORIZED,
+    ApiError,
+    Request,
+    Response,
+    bad_request,
+    json_body,
+)
+
+LOG = logging.getLogger("dps_emulator")
+
+
+@dataclass
+class Operation:
+    operation_id: str
+    registration_id: str
+    enrollment: Enrollment
+    attestation: dict[str, Any]
+    payload: Any
+    ready_at: float
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class Attested:
+    """What authentication established about a device request."""
+
+    registration_id: str
+    enrollment: Enrollment
+    attestation: dict[str, Any]  # {"x509": {...}} or {"symmetricKey": {...}} for the registration result
+    body: dict[str, Any] | None
+
+
+class DeviceApi:
+    def __init__(
+        self,
+        config: Config,
+        enrollments: EnrollmentStore,
+        registrations: RegistrationStore,
+        faults: FaultInjector,
+    ) -> None:
+        self.config = config
+        self.enrollments = enrollments
+        self.registrations = registrations
+        self.faults = faults
+        self.lock = threading.Lock()
+        self.operations: dict[str, Operation] = {}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "PUT",
+                "/{idScope}/registrations/{registrationId}/register",
+                "device",
+                self.register,
+                endpoint="register",
+                target="registrationId",
+            ),
+            Route(
+                "GET",
+                "/{idScope}/registrations/{registrationId}/operations/{operationId}",
+                "device",
+                self.operation,
+                endpoint="operation",
+                target="registrationId",
+            ),
+            Route(
+                "POST",
+                "/{idScope}/registrations/{registrationId}",
+                "device",
+                self.status,
+                endpoint="status",
+                target="registrationId",
+            ),
+        ]
+
+    # --- authentication ------------------------------------------------------------------------------------
+    def authenticate(self, request: Request, params: dict[str, str], route: Route) -> Attested:
+        """Id scope, registration id, body, quota, then attestation (TLS client certificate or SAS)."""
+        id_scope, registration_id = params["idScope"], params["registrationId"]
+        if id_scope != self.config.id_scope:
+            raise ApiError(401, ERROR_UNAUTHORIZED, f"ID scope '{id_scope}' is not known to this provisioning service.")
+        if not REGISTRATION_ID_RE.match(registration_id):
+            raise bad_request(
+                f"Registration id {registration_id!r} is invalid: use 1-128 letters, digits and '-._:', ending with "
+                "a letter, digit or '-'."
+            )
+        body: dict[str, Any] | None = None
+        if route.endpoint in ("register", "status"):
+            parsed = json_body(request, required=False)
+            if not isinstance(parsed, dict):
+                raise bad_request("The request body must be a JSON object.")
+            body_id = parsed.get("registrationId")
+            if body_id is not None and (not isinstance(body_id, str) or body_id.lower() != registration_id.lower()):
+                raise bad_request(
+                    f"registrationId {body_id!r} in the body does not match {registration_id!r} in the URL."
+                )
+            body = parsed
+        if route.endpoint == "register":
+            limited = self.faults.rate_limited()
+            if limited is not None:
+                raise ApiError(limited.status, limited.body["errorCode"], limited.body["message"], limited.headers)
+        authorization = request.headers.get("authorization", "")
+        if authorization:
+            enrollment, attestation = self._authenticate_sas(authorization, registration_id)
+        elif request.leaf is not None:
+            enrollment, attestation = self._authenticate_x509(request.leaf, request.presented, registration_id)
+        else:
+            raise ApiError(
+                401,
+                ERROR_UNAUTHORIZED,
+                f"Registration '{registration_id}': no client certificate and no SharedAccessSignature "
+                "Authorization header; the request is not authenticated.",
+            )
+        return Attested(registration_id, enrollment, attestation, body)
+
+    @staticmethod
+    def _refuse(registration_id: str, reason: str) -> ApiError:
+        LOG.info("refused %s: %s", registration_id, reason)
+        return ApiError(401, ERROR_UNAUTHORIZED, f"Registration '{registration_id}' refused: {reason}")
+
+    def _authenticate_x509(
+        self, leaf: x509.Certificate, presented: list[x509.Certificate], registration_id: str
+    ) -> tuple[Enrollment, dict[str, Any]]:
+        cn = common_name(leaf)
+        if cn is None or cn.lower() != registration_id.lower():  # registration ids are case-insensitive
+            raise self._refuse(
+                registration_id,
+                f"certificate CN {cn!r} does not match the registration id; the CN must equal the registration id",
+            )
+        problem = validity_problem(leaf, "device certificate")
+        if problem:
+            raise self._refuse(registration_id, problem)
+        sha1, sha256 = thumbprints(leaf)
+        individual_attestation = {
+            "x509": {
+                "certificateInfo": certificate_info(leaf),
+                "enrollmentGroupId": None,
+                "signingCertificateInfo": None,
+            }
+        }
+        own = self.enrollments.individual(registration_id)
+        if own is not None:
+            # an individual enrollment for this registration id is the one DPS uses: it wins over any group
+            if own.attestation != "x509":
+                raise self._refuse(registration_id, f"{own.label} uses symmetric key attestation, not X.509")
+            if not {sha1, sha256} & set(own.thumbprints):
+                raise self._refuse(
+                    registration_id, f"the device certificate is not the client certificate of {own.label}"
+                )
+            return own, individual_attestation
+        for enrollment in self.enrollments.individuals():
+            if enrollment.attestation == "x509" and {sha1, sha256} & set(enrollment.thumbprints):
+                raise self._refuse(
+                    registration_id, f"the certificate belongs to {enrollment.label}, not to this registration id"
+                )
+        match = match_group(leaf, presented, self.enrollments.groups(), self.enrollments.verified)
+        if match.group is None:
+            raise self._refuse(registration_id, match.problem or "no enrollment matches the certificate")
+        attestation = {
+            "x509": {
+                "certificateInfo": certificate_info(leaf),
+                "enrollmentGroupId": match.group.group_id,
+                "signingCertificateInfo": certificate_info(match.signing_cert) if match.signing_cert else None,
+            }
+        }
+        return match.group, attestation
+
+    def _authenticate_sas(self, header: str, registration_id: str) -> tuple[Enrollment, dict[str, Any]]:
+        try:
+            token = parse_sas(header)
+            check_token(token, self.config.id_scope, registration_id)
+        except SasError as exc:
+            raise self._refuse(registration_id, str(exc)) from None
+        own = self.enrollments.individual(registration_id)
+        if own is not None:
+            if own.attestation != "symmetric_key":
+                raise self._refuse(registration_id, f"{own.label} uses X.509 attestation, not a symmetric key")
+            if any(signature_matches(token, key) for key in own.keys):
+                return own, {"symmetricKey": {"enrollmentGroupId": None}}
+            raise self._refuse(registration_id, f"SAS signature does not verify with the key of {own.label}")
+        for enrollment in self.enrollments.groups():
+            if enrollment.attestation != "symmetric_key":
+                continue
+            for group_key in enrollment.keys:
+                if signature_matches(token, derive_device_key(group_key, registration_id)):
+                    return enrollment, {"symmetricKey": {"enrollmentGroupId": enrollment.group_id}}
+        raise self._refuse(
+            registration_id,
+            "SAS signature does not verify with any symmetric-key enrollment (wrong key, or the device key was not "
+            "derived from the group key with HMAC-SHA256 over the registration id)",
+        )
+
+    # --- assignment ----------------------------------------------------------------------------------------
+    def _allocate(self, enrollment: Enrollment, registration_id: str, previous_hub: str | None) -> str:
+        if previous_hub and not enrollment.update_hub_assignment and previous_hub in self.config.linked_hubs:
+            return previous_hub  # reprovisionPolicy.updateHubAssignment false: the device stays where it is
+        hubs = sorted(enrollment.iot_hubs or self.config.linked_hubs)
+        if enrollment.allocation_policy == "static" or len(hubs) == 1:
+            return hubs[0] if len(hubs) == 1 else enrollment.iot_hubs[0]
+        # hashed (and geoLatency, which has no latency to measure here): stable per registration id
+        digest = hashlib.sha256(registration_id.lower().encode("utf-8")).digest()
+        return hubs[int.from_bytes(digest[:8], "big") % len(hubs)]
+
+    def _complete(self, operation: Operation) -> dict[str, Any]:
+        """Turn a due operation into its final registrationState; persist the record and the hub device."""
+        registration_id = operation.registration_id
+        enrollment = operation.enrollment
+        now = iso_utc(utcnow())
+        with self.registrations.transaction() as store:
+            existing = store.get(registration_id)
+            previous = existing["registrationState"] if existing else None
+            state: dict[str, Any] = {
+                "registrationId": previous.get("registrationId", registration_id) if previous else registration_id,
+                "createdDateTimeUtc": previous.get("createdDateTimeUtc", now) if previous else now,
+            }
+            record: dict[str, Any] = {
+                "attestation": "x509" if "x509" in operation.attestation else "symmetricKey",
+                "enrollment": enrollment.label,
+                "enrollmentGroupId": enrollment.group_id,
+                "registrationCount": existing.get("registrationCount", 0) if existing else 0,
+            }
+            if not enrollment.enabled:
+                state.update({"status": "disabled", "errorMessage": f"{enrollment.label} is disabled"})
+            else:
+                assigned = previous if previous and previous.get("status") == "assigned" else None
+                previous_hub = assigned.get("assignedHub") if assigned else None
+                hub = self._allocate(enrollment, registration_id, previous_hub)
+                device_id = enrollment.device_id or registration_id
+                if assigned is None:
+                    substatus = "initialAssignment"
+                elif previous_hub == hub:
+                    substatus = assigned.get("substatus") or "initialAssignment"
+                else:
+                    substatus = "deviceDataMigrated" if enrollment.migrate_device_data else "deviceDataReset"
+                state.update({"assignedHub": hub, "deviceId": device_id, "status": "assigned", "substatus": substatus})
+                record["registrationCount"] += 1
+                self._place_device(store, enrollment, operation, state, assigned, now)
+            state.update(operation.attestation)
+            state["lastUpdatedDateTimeUtc"] = now
+            state["etag"] = new_etag()
+            if operation.payload is not None:
+                state["payload"] = operation.payload
+            record["registrationState"] = state
+            store.set_record(registration_id, record)
+        LOG.info("registration %s -> %s %s", registration_id, state["status"], state.get("assignedHub", ""))
+        return state
+
+    @staticmethod
+    def _place_device(
+        store: RegistrationStore,
+        enrollment: Enrollment,
+        operation: Operation,
+        state: dict[str, Any],
+        previous: dict[str, Any] | None,
+        now: str,
+    ) -> None:
+        """Create or update the device in its IoT hub; the twin comes from initialTwin only when it is created."""
+        hub, device_id = state["assignedHub"], state["deviceId"]
+        device = store.device(hub, device_id)
+        old = None
+        if previous and (previous.get("assignedHub"), previous.get("deviceId")) != (hub, device_id):
+            old = store.device(previous["assignedHub"], previous["deviceId"])
+            store.remove_device(previous["assignedHub"], previous["deviceId"])  # moved: gone from the old hub
+        if device is None:
+            if old is not None and enrollment.migrate_device_data:
+                tags, desired = old.get("tags", {}), old.get("desired", {})
+            else:
+                tags = copy.deepcopy(enrollment.initial_twin.get("tags", {}))
+                desired = copy.deepcopy(enrollment.initial_twin.get("properties", {}).get("desired", {}))
+            device = {
+                "deviceId": device_id,
+                "assignedHub": hub,
+                "createdDateTimeUtc": now,
+                "registrationCount": (old or {}).get("registrationCount", 0),
+                "tags": tags,
+                "desired": desired,
+            }
+        device.update(
+            {
+                "registrationId": state["registrationId"],
+                "attestation": "x509" if "x509" in operation.attestation else "symmetricKey",
+                "enrollment": enrollment.label,
+                "enrollmentGroupId": enrollment.group_id,
+                "lastUpdatedDateTimeUtc": now,
+                "registrationCount": device.get("registrationCount", 0) + 1,
+                "substatus": state["substatus"],
+            }
+        )
+        certificate = (operation.attestation.get("x509") or {}).get("certificateInfo")
+        if certificate:
+            device["sha1Thumbprint"] = certificate["sha1Thumbprint"]
+            device["sha256Thumbprint"] = certificate["sha256Thumbprint"]
+        store.set_device(device)
+
+    def finalize_due(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [op for op in self.operations.values() if op.result is None and op.ready_at <= now]
+        for operation in due:
+            with self.registrations.lock:
+                if operation.result is None:
+                    operation.result = self._complete(operation)
+
+    @staticmethod
+    def _operation_body(operation: Operation) -> dict[str, Any]:
+        if operation.result is None:
+            return {"operationId": operation.operation_id, "status": "assigning"}
+        return {
+            "operationId": operation.operation_id,
+            "status": operation.result["status"],
+            "registrationState": operation.result,
+        }
+
+    # --- handlers ------------------------------------------------------------------------------------------
+    def register(self, request: Request, params: dict[str, str], device: Attested) -> Response:
+        self.finalize_due()
+        operation = Operation(
+            operation_id=f"4.{secrets.token_hex(8)}.{uuid.uuid4()}",
+            registration_id=device.registration_id,
+            enrollment=device.enrollment,
+            attestation=device.attestation,
+            payload=(device.body or {}).get("payload"),
+            ready_at=time.monotonic() + self.config.assignment_delay,
+        )
+        with self.lock:
+            self.operations[operation.operation_id] = operation
+        api_version = request.query["api-version"][0]
+        location = (
+            f"/{params['idScope']}/registrations/{urllib.parse.quote(device.registration_id, safe='')}/operations/"
+            f"{operation.operation_id}?api-version={api_version}"
+        )
+        return Response(
+            202,
+            {"operationId": operation.operation_id, "status": "assigning"},
+            {"Retry-After": str(self.config.retry_after), "Location": location},
+        )
+
+    def operation(self, request: Request, params: dict[str, str], device: Attested) -> Response:
+        self.finalize_due()
+        operation_id = params["operationId"]
+        with self.lock:
+            operation = self.operations.get(operation_id)
+        if operation is None or operation.registration_id.lower() != device.registration_id.lower():
+            raise ApiError(
+                404,
+                ERROR_OPERATION_NOT_FOUND,
+                f"Operation '{operation_id}' not found for registration '{device.registration_id}'.",
+            )
+        if operation.result is None:
+            return Response(202, self._operation_body(operation), {"Retry-After": str(self.config.retry_after)})
+        return Response(200, self._operation_body(operation))
+
+    def status(self, request: Request, params: dict[str, str], device: Attested) -> Response:
+        self.finalize_due()
+        registration_id = device.registration_id
+        record = self.registrations.get(registration_id)
+        if record is not None:
+            return Response(200, record["registrationState"])
+        with self.lock:
+            pending = any(
+                op.registration_id.lower() == registration_id.lower() and op.result is None
+                for op in self.operations.values()
+            )
+        if pending:
+            return Response(200, {"registrationId": registration_id, "status": "assigning"})
+        raise ApiError(
+            404, ERROR_REGISTRATION_NOT_FOUND, f"Registration '{registration_id}' not found (it never registered)."
+        )
