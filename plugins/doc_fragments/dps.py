@@ -5,6 +5,7 @@ Each fragment documents exactly what one argspec builder returns, so DOCUMENTATI
 apart:
 - C(iotfleet.aziot.dps): plugins/module_utils/_dps.py dps_connection_argument_spec()
 - C(iotfleet.aziot.dps.service_auth): plugins/module_utils/_dps_service.py dps_service_auth_argument_spec()
+- C(iotfleet.aziot.dps.action_group): membership of the action group C(dps_service) in meta/runtime.yml
 """
 
 from __future__ import annotations
@@ -64,4 +65,16 @@ notes:
     must be right to within a few minutes.
   - The policy needs C(EnrollmentRead) to read enrollments, C(EnrollmentWrite) to change them,
     C(RegistrationStatusRead) to read registration records and C(RegistrationStatusWrite) to delete them.
+"""
+
+    # The service API modules form the action group dps_service (meta/runtime.yml), so that a play can set the
+    # connection once: module_defaults: {group/iotfleet.aziot.dps_service: {connection_string: ...}}.
+    ACTION_GROUP = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/iotfleet.aziot.dps_service) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - iotfleet.aziot.dps_service
 """

@@ -21,6 +21,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - iotfleet.aziot.dps
   - iotfleet.aziot.dps.service_auth
+  - iotfleet.aziot.dps.action_group
 attributes:
   check_mode:
     support: full
