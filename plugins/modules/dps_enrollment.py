@@ -445,6 +445,11 @@ def desired_state(module: AnsibleModule, subject: str) -> DesiredEnrollment:
             module.fail_json(msg=str(error))
         if not group:
             for certificate in desired.certificates.values():
+                if certificate is not None and certificate.common_name is None:
+                    refuse(
+                        f"{certificate.option} {certificate.path} has no subject CN; an individual X.509 "
+                        "enrollment needs the device certificate, whose CN is the registration id"
+                    )
                 if certificate is not None and certificate.common_name != desired.record_id:
                     refuse(
                         f"registration_id '{desired.record_id}' does not match the CN '{certificate.common_name}' of "

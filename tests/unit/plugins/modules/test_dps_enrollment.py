@@ -435,6 +435,30 @@ def test_individual_x509_checks_the_cn(service_module, pki):
     assert service_module.calls == []
 
 
+def test_individual_x509_needs_a_cn(service_module, tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no cn")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / "no-cn.pem"
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    args = dict(connection_string=CONNECTION_STRING, registration_id="pi-1", attestation="x509")
+    result = run(service_module, dict(args, primary_certificate=str(path)))
+    assert result.result["msg"] == (
+        f"individual enrollment pi-1: primary_certificate {path} has no subject CN; an individual X.509 enrollment "
+        "needs the device certificate, whose CN is the registration id"
+    )
+
+
 def test_individual_enrollment_with_device_id(service_module, pki):
     args = dict(
         connection_string=CONNECTION_STRING,
