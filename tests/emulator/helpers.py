@@ -23,6 +23,12 @@ API_VERSION = "2021-06-01"
 GROUP_KEY = base64.b64encode(b"group-key-0123456789abcdef-group!").decode()
 DISABLED_GROUP_KEY = base64.b64encode(b"disabled-group-key-0123456789abcd").decode()
 INDIVIDUAL_KEY = base64.b64encode(b"individual-key-0123456789abcdef!!").decode()
+SERVICE_HOST = "dps-emul.azure-devices-provisioning.net"
+OWNER_KEY = base64.b64encode(b"owner-policy-primary-key-0123456789abcdef").decode()
+OWNER_SECONDARY_KEY = base64.b64encode(b"owner-policy-secondary-key-0123456789abcd").decode()
+READER_KEY = base64.b64encode(b"enrollment-read-policy-key-0123456789abc").decode()
+REGISTRATION_READER_KEY = base64.b64encode(b"registration-read-policy-key-0123456789").decode()
+SERVICE_API_VERSION = "2021-10-01"
 NOW = datetime.datetime.now(datetime.UTC)
 
 
@@ -87,6 +93,13 @@ class Pki:
         self.intermediate, self.intermediate_key = make_cert("Test Intermediate CA", self.root, self.root_key, ca=True)
         self.other_root, self.other_root_key = make_cert("Unrelated Root CA", None, None, ca=True)
         self.unverified_root, self.unverified_root_key = make_cert("Unverified Root CA", None, None, ca=True)
+        # uploaded through the config's `certificates` (verified); its intermediate is given to groups through the
+        # service API's signingCertificates only
+        self.api_root, self.api_root_key = make_cert("API Root CA", None, None, ca=True)
+        self.api_intermediate, self.api_intermediate_key = make_cert(
+            "API Intermediate CA", self.api_root, self.api_root_key, ca=True
+        )
+        (directory / "api-root.pem").write_bytes(pem(self.api_root))
         (directory / "unverified-root.pem").write_bytes(pem(self.unverified_root))
         (directory / "root.pem").write_bytes(pem(self.root))
         (directory / "intermediate.pem").write_bytes(pem(self.intermediate))
@@ -95,6 +108,12 @@ class Pki:
     def device(self, cn: str, issuer: str = "intermediate", **validity: datetime.datetime) -> DeviceCert:
         if issuer == "intermediate":
             issuer_cert, issuer_key, chain_extra = self.intermediate, self.intermediate_key, [self.intermediate]
+        elif issuer == "api":
+            issuer_cert, issuer_key, chain_extra = (
+                self.api_intermediate,
+                self.api_intermediate_key,
+                [self.api_intermediate],
+            )
         elif issuer == "other":
             issuer_cert, issuer_key, chain_extra = self.other_root, self.other_root_key, []
         elif issuer == "unverified":
@@ -125,6 +144,25 @@ linked_hubs:
 defaults:
   assignment_delay: 0.3
   retry_after: {retry_after}
+service_host: {SERVICE_HOST}
+shared_access_policies:
+  - name: provisioningserviceowner
+    primary_key: {OWNER_KEY}
+    secondary_key: {OWNER_SECONDARY_KEY}
+    rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite]
+  - name: enrollmentread
+    primary_key: {READER_KEY}
+    rights: EnrollmentRead
+  - name: registrationread
+    primary_key: {REGISTRATION_READER_KEY}
+    rights: [RegistrationStatusRead]
+certificates:
+  - name: api-root
+    certificate: api-root.pem
+    verified: true
+  - name: unverified-upload
+    certificate: unverified-root.pem
+    verified: false
 enrollment_groups:
   - name: fleet-x509
     attestation: x509
@@ -236,3 +274,92 @@ class Client:
             assert "Retry-After" in polled.headers
             time.sleep(0.1)
         raise AssertionError(f"{registration_id} not assigned within {deadline} s")
+
+
+# --- a tiny DPS service API client written for these tests (SAS signing from the Azure docs, not the collection) -
+def service_sas(
+    resource: str,
+    policy: str,
+    key_b64: str,
+    expiry: int | None = None,
+    variant: str = "encoded",
+) -> str:
+    """SharedAccessSignature sr=<url-encoded lower-case resource>&sig=...&se=...&skn=<policy>."""
+    resource = resource.lower()
+    encoded = urllib.parse.quote(resource, safe="")
+    expiry = expiry if expiry is not None else int(time.time()) + 3600
+    signed = {"encoded": encoded, "raw": resource, "lower": encoded.replace("%3A", "%3a").replace("%2F", "%2f")}
+    digest = hmac.new(base64.b64decode(key_b64), f"{signed[variant]}\n{expiry}".encode(), hashlib.sha256).digest()
+    signature = urllib.parse.quote(base64.b64encode(digest).decode(), safe="")
+    return f"SharedAccessSignature sr={encoded}&sig={signature}&se={expiry}&skn={policy}"
+
+
+class ServiceClient:
+    """Calls the service API of an emulator, signed for the host:port it connects to (or `resource`)."""
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        policy: str = "provisioningserviceowner",
+        key: str = OWNER_KEY,
+        resource: str | None = None,
+        authorization: str | None = None,
+    ) -> None:
+        self.emulator = emulator
+        self.policy = policy
+        self.key = key
+        self.resource = resource or f"{emulator.host}:{emulator.port}"
+        self.authorization = authorization
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        headers: dict[str, str] | None = None,
+        api_version: str | None = SERVICE_API_VERSION,
+    ) -> requests.Response:
+        all_headers = {"Content-Type": "application/json; charset=utf-8"}
+        all_headers["Authorization"] = self.authorization or service_sas(self.resource, self.policy, self.key)
+        all_headers.update(headers or {})
+        url = self.emulator.url + path + (f"?api-version={api_version}" if api_version else "")
+        return requests.request(
+            method,
+            url,
+            json=body,
+            headers=all_headers,
+            verify=self.emulator.ca_cert,
+            timeout=10,
+        )
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def put(self, path: str, body, if_match: str | None = None, **kwargs) -> requests.Response:
+        headers = {"If-Match": if_match} if if_match is not None else {}
+        return self.request("PUT", path, body, headers=headers, **kwargs)
+
+    def delete(self, path: str, if_match: str | None = None, **kwargs) -> requests.Response:
+        headers = {"If-Match": if_match} if if_match is not None else {}
+        return self.request("DELETE", path, headers=headers, **kwargs)
+
+    def post(self, path: str, body=None, headers: dict[str, str] | None = None, **kwargs) -> requests.Response:
+        return self.request("POST", path, body, headers=headers, **kwargs)
+
+
+def symmetric_group(group_id: str, primary_key: str | None = None, **fields) -> dict:
+    attestation: dict = {"type": "symmetricKey"}
+    if primary_key:
+        attestation["symmetricKey"] = {"primaryKey": primary_key}
+    return {"enrollmentGroupId": group_id, "attestation": attestation, **fields}
+
+
+def symmetric_individual(registration_id: str, primary_key: str | None = None, **fields) -> dict:
+    attestation: dict = {"type": "symmetricKey"}
+    if primary_key:
+        attestation["symmetricKey"] = {"primaryKey": primary_key}
+    return {"registrationId": registration_id, "attestation": attestation, **fields}
+
+
+def pem_text(cert: x509.Certificate) -> str:
+    return pem(cert).decode("ascii")

@@ -9,6 +9,7 @@ from .config import Config
 from .device_api import DeviceApi
 from .faults import FaultInjector
 from .router import Router
+from .service_api import ServiceApi
 from .state import RegistrationStore
 from .store import EnrollmentStore
 from .wire import Request, Response
@@ -23,13 +24,17 @@ class Emulator:
         self.enrollments = EnrollmentStore(state_dir, config)
         self.faults = FaultInjector(config.faults, config.rate_limit_per_minute)
         self.device_api = DeviceApi(config, self.enrollments, self.registrations, self.faults)
+        self.service_api = ServiceApi(config, self.enrollments, self.registrations)
         self.admin_api = AdminApi(config, self.registrations, self.faults, self.device_api)
-        routes = [*self.device_api.routes(), *self.admin_api.routes()]
+        # service routes first: "/registrations/{id}/query" would otherwise also fit the device status route
+        # of an id scope named "registrations"
+        routes = [*self.service_api.routes(), *self.device_api.routes(), *self.admin_api.routes()]
         self.router = Router(
             routes,
             self.faults,
             {
                 "device": self.device_api.authenticate,
+                "service": self.service_api.authenticate,
                 "none": lambda _request, _params, _route: None,
             },
         )

@@ -17,7 +17,16 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .enrollments import GROUP, INDIVIDUAL, CaCertificate, Context, ValidationError, compile_record, normalize
+from .enrollments import (
+    GROUP,
+    INDIVIDUAL,
+    CaCertificate,
+    Context,
+    ValidationError,
+    compile_record,
+    fingerprint,
+    normalize,
+)
 
 FAULT_TYPES = ("throttle", "error", "slow", "drop")
 DEVICE_ENDPOINTS = ("register", "operation", "status")
@@ -72,8 +81,9 @@ class Seed:
     """An enrollment declared in the config: created at start-up when the state dir does not hold it."""
 
     kind: str  # enrollments.INDIVIDUAL | enrollments.GROUP
-    record: dict[str, Any]
+    record: dict[str, Any]  # normalized (keys the config does not give are generated)
     where: str
+    digest: str  # of the config entry itself: tells whether the entry changed since it was seeded
 
 
 @dataclass
@@ -192,7 +202,7 @@ def _seed(kind: str, record: dict[str, Any], where: str, context: Context) -> Se
         compile_record(kind, normalized, context)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return Seed(kind, normalized, where)
+    return Seed(kind, normalized, where, fingerprint(record))
 
 
 def _parse_group(entry: Any, index: int, base_dir: Path, config: Config) -> Seed:

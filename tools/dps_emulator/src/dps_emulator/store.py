@@ -32,7 +32,6 @@ from .enrollments import (
     Enrollment,
     ValidationError,
     compile_record,
-    fingerprint,
     normalize,
 )
 from .pki import iso_utc, utcnow
@@ -97,7 +96,7 @@ class EnrollmentStore:
         changed = False
         for seed in config.seeds:
             identifier = seed.record[ID_FIELD[seed.kind]]
-            digest = fingerprint(seed.record)
+            digest = seed.digest
             stored = self.records[seed.kind].get(identifier.lower())
             if stored is not None and stored.get("seed") == digest:
                 continue
@@ -220,7 +219,8 @@ class EnrollmentStore:
                     f"{what.capitalize()} already exists; to replace it send If-Match with its etag (or *).",
                 )
             check_if_match(if_match, stored["record"].get("etag"), what)
-        self._write(kind, record, stored, None)
+        # an API write keeps the seed fingerprint: the config entry it came from has not changed
+        self._write(kind, record, stored, stored.get("seed") if stored else None)
         return copy.deepcopy(self.records[kind][identifier.lower()]["record"])
 
     def put(self, kind: str, identifier: str, body: Any, if_match: str | None) -> dict[str, Any]:
