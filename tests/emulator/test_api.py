@@ -155,17 +155,20 @@ def test_documented_example_config_loads(tmp_path, pki):
     config = load_config(copy)
     groups = [seed.record["enrollmentGroupId"] for seed in config.seeds if seed.kind == "enrollmentGroups"]
     individuals = [seed.record["registrationId"] for seed in config.seeds if seed.kind == "enrollments"]
-    assert groups == ["fleet-x509", "fleet-sym"]
+    assert groups == ["fleet-x509", "fleet-ca-ref", "fleet-sym"]
+    assert [policy.name for policy in config.policies] == ["provisioningserviceowner", "enrollmentread"]
+    assert [(certificate.name, certificate.verified) for certificate in config.certificates] == [("lab-root", True)]
     assert individuals == ["gateway-01", "sensor-01", "retired-01"]
     assert config.faults[0].type == "throttle"
 
 
 def test_shell_workflow_and_extra_san(config_file, tmp_path):
-    """`serve &` then `wait` as a shell script would; the generated server cert carries --san names."""
+    """`dps-emulator serve &` then `python -m dps_emulator wait`, as a shell script would; the generated server cert
+    carries --san names."""
     state_dir = tmp_path / "state"
     server = subprocess.Popen(
         [
-            *(sys.executable, "-m", "dps_emulator", "serve", "--config", str(config_file)),
+            *(str(Path(sys.executable).parent / "dps-emulator"), "serve", "--config", str(config_file)),
             *("--state-dir", str(state_dir), "--san", "dps.example.test", "--quiet"),
         ],
         cwd=tmp_path,

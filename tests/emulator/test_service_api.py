@@ -222,6 +222,15 @@ def test_validation(emulator, path, body, fragment):
     _error(ServiceClient(emulator).put(path, body), 400, 400001, fragment)
 
 
+def test_bad_ids_in_paths(emulator):
+    service = ServiceClient(emulator)
+    for path in ("/enrollments/-bad", "/enrollmentGroups/bad_", "/enrollments/" + "x" * 129):
+        _error(service.get(path), 400, 400001, "is invalid")
+        _error(service.delete(path), 400, 400001, "is invalid")
+    _error(service.get("/registrations/bad%20id"), 400, 400001, "is invalid")
+    _error(service.post("/registrations/-group-/query"), 400, 400001, "is invalid")
+
+
 def test_non_json_body_refused(emulator):
     response = requests.put(
         f"{emulator.url}/enrollments/json-dev?api-version=2021-10-01",

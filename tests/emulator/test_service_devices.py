@@ -139,6 +139,42 @@ def test_initial_twin_is_copied_at_first_assignment_only(emulator):
     assert _device(emulator, "twin-dev-2")["tags"] == {"site": "plant-9"}
 
 
+def test_reprovisioning_to_another_hub_follows_the_reprovision_policy(emulator):
+    service = ServiceClient(emulator)
+    key = base64.b64encode(b"reprovision-policy-device-key-01234567").decode()
+    client = Client(emulator, sas=sas_token("move-dev-1", key))
+
+    def enroll(hub: str, twin_site: str, **policy) -> None:
+        current = service.get("/enrollments/move-dev-1")
+        body = symmetric_individual(
+            "move-dev-1",
+            key,
+            iotHubHostName=hub,
+            initialTwin={"tags": {"site": twin_site}},
+            reprovisionPolicy={"updateHubAssignment": True, "migrateDeviceData": True, **policy},
+        )
+        etag = current.json()["etag"] if current.status_code == 200 else None
+        assert service.put("/enrollments/move-dev-1", body, if_match=etag).status_code == 200
+
+    enroll("hub-a.azure-devices.net", "first")
+    assert client.provision("move-dev-1")["registrationState"]["assignedHub"] == "hub-a.azure-devices.net"
+    # moved with its data: the twin comes along, the old hub no longer has the device
+    enroll("hub-b.azure-devices.net", "second")
+    state = client.provision("move-dev-1")["registrationState"]
+    assert (state["assignedHub"], state["substatus"]) == ("hub-b.azure-devices.net", "deviceDataMigrated")
+    device = _device(emulator, "move-dev-1")
+    assert (device["assignedHub"], device["tags"]) == ("hub-b.azure-devices.net", {"site": "first"})
+    # moved without its data: the twin is reset from the enrollment as it is now
+    enroll("hub-a.azure-devices.net", "third", migrateDeviceData=False)
+    state = client.provision("move-dev-1")["registrationState"]
+    assert (state["assignedHub"], state["substatus"]) == ("hub-a.azure-devices.net", "deviceDataReset")
+    assert _device(emulator, "move-dev-1")["tags"] == {"site": "third"}
+    # updateHubAssignment false: the device stays where it is
+    enroll("hub-b.azure-devices.net", "fourth", updateHubAssignment=False)
+    assert client.provision("move-dev-1")["registrationState"]["assignedHub"] == "hub-a.azure-devices.net"
+    assert _device(emulator, "move-dev-1")["registrationCount"] == 4
+
+
 def test_disabled_individual_enrollment_blocks_one_device_of_a_group(emulator, pki):
     service = ServiceClient(emulator)
     assert service.put("/enrollmentGroups/block-group", symmetric_group("block-group", BLOCK_GROUP_KEY)).status_code

@@ -15,8 +15,8 @@ import re
 import time
 from typing import Any
 
-from .config import Config, Policy
-from .enrollments import GROUP, INDIVIDUAL, ITEM_TYPE, attestation_view, public_view
+from .config import REGISTRATION_ID_RE, Config, Policy
+from .enrollments import ENROLLMENT_ID_RE, GROUP, ID_FIELD, INDIVIDUAL, ITEM_TYPE, attestation_view, public_view
 from .router import Route
 from .sas import SasError, parse_sas, service_resource_allows, signature_matches
 from .state import RegistrationStore
@@ -54,6 +54,14 @@ def registration_view(record: dict[str, Any]) -> dict[str, Any]:
     """DeviceRegistrationState as the service API answers it (no attestation details)."""
     state = record["registrationState"]
     return {name: state[name] for name in REGISTRATION_STATE_FIELDS if state.get(name) is not None}
+
+
+def _valid_id(kind: str, identifier: str) -> str:
+    pattern = REGISTRATION_ID_RE if kind == "registrations" else ENROLLMENT_ID_RE
+    if not pattern.match(identifier):
+        name = ID_FIELD.get(kind, "registrationId")
+        raise bad_request(f"{name} {identifier!r} is invalid: use 1-128 letters, digits and '-._:'.")
+    return identifier
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -208,7 +216,7 @@ class ServiceApi:
 
     # --- enrollments and enrollment groups -----------------------------------------------------------------
     def get(self, kind: str, request: Request, params: dict[str, str], _policy: Policy) -> Response:
-        record = self.enrollments.require(kind, params["id"])
+        record = self.enrollments.require(kind, _valid_id(kind, params["id"]))
         view = public_view(record)
         if kind == INDIVIDUAL:
             registration = self.registrations.get(params["id"])
@@ -222,11 +230,11 @@ class ServiceApi:
         return Response(200, public_view(record))
 
     def delete(self, kind: str, request: Request, params: dict[str, str], _policy: Policy) -> Response:
-        self.enrollments.delete(kind, params["id"], request.headers.get("if-match"))
+        self.enrollments.delete(kind, _valid_id(kind, params["id"]), request.headers.get("if-match"))
         return Response(204, None)
 
     def attestation_mechanism(self, kind: str, request: Request, params: dict[str, str], _policy: Policy) -> Response:
-        return Response(200, attestation_view(self.enrollments.require(kind, params["id"])))
+        return Response(200, attestation_view(self.enrollments.require(kind, _valid_id(kind, params["id"]))))
 
     def query(self, kind: str, request: Request, params: dict[str, str], _policy: Policy) -> Response:
         self._check_query(request)
@@ -239,14 +247,14 @@ class ServiceApi:
 
     # --- registration records ------------------------------------------------------------------------------
     def get_registration(self, request: Request, params: dict[str, str], _policy: Policy) -> Response:
-        record = self.registrations.get(params["id"])
+        record = self.registrations.get(_valid_id("registrations", params["id"]))
         if record is None:
             raise ApiError(404, ERROR_REGISTRATION_NOT_FOUND, f"Registration '{params['id']}' not found.")
         return Response(200, registration_view(record))
 
     def delete_registration(self, request: Request, params: dict[str, str], _policy: Policy) -> Response:
         """Deletes DPS's record only: the device stays in its IoT hub (that is IoT Hub's, not DPS's)."""
-        registration_id = params["id"]
+        registration_id = _valid_id("registrations", params["id"])
         with self.registrations.transaction() as store:
             record = store.get(registration_id)
             if record is None:
@@ -261,5 +269,6 @@ class ServiceApi:
         return Response(204, None)
 
     def query_registrations(self, request: Request, params: dict[str, str], _policy: Policy) -> Response:
-        items = [registration_view(record) for record in self.registrations.by_group(params["id"])]
+        group_id = _valid_id(GROUP, params["id"])
+        items = [registration_view(record) for record in self.registrations.by_group(group_id)]
         return self._page(request, items, "deviceRegistration")
