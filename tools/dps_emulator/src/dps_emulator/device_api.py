@@ -397,5 +397,7 @@ class DeviceApi:
         if pending:
             return Response(200, {"registrationId": registration_id, "status": "assigning"})
         raise ApiError(
-            404, ERROR_REGISTRATION_NOT_FOUND, f"Registration '{registration_id}' not found (it never registered)."
+            404,
+            ERROR_REGISTRATION_NOT_FOUND,
+            f"Registration '{registration_id}' not found (it never registered, or its record was deleted).",
         )
