@@ -48,6 +48,9 @@ PERMISSION_REGISTRATION_WRITE = "RegistrationStatusWrite"
 _CONNECTION_STRING_FIELDS = ("HostName", "SharedAccessKeyName", "SharedAccessKey")
 _CONNECTION_STRING_FORMAT = "HostName=...;SharedAccessKeyName=...;SharedAccessKey=..."
 
+# The query is the one the Java SDK's QuerySpecificationBuilder("*", FromType...) makes.
+_QUERIES = {ENROLLMENT_GROUPS: "select * from enrollmentGroups", ENROLLMENTS: "select * from enrollments"}
+
 _NOUNS = {
     ENROLLMENT_GROUPS: "enrollment group",
     ENROLLMENTS: "individual enrollment",
@@ -440,7 +443,7 @@ class DpsServiceClient:
             raise self.error(response, action, permission)
         return True
 
-    def _query(self, path: str, action: str, permission: str, page_size: int) -> list[dict]:
+    def _query(self, path: str, action: str, permission: str, page_size: int, body: dict | None) -> list[dict]:
         """POST a query and follow x-ms-continuation until the last page."""
         records: list[dict] = []
         continuation: str | None = None
@@ -449,7 +452,7 @@ class DpsServiceClient:
             headers = {"x-ms-max-item-count": str(page_size)}
             if continuation:
                 headers["x-ms-continuation"] = continuation
-            response = self.request("POST", path, action, permission, body={"query": "*"}, headers=headers)
+            response = self.request("POST", path, action, permission, body=body, headers=headers)
             if response.status != 200 or not isinstance(response.json, list):
                 raise self.error(response, action, permission)
             records.extend(item for item in response.json if isinstance(item, dict))
@@ -466,9 +469,16 @@ class DpsServiceClient:
             seen.add(continuation)
 
     def query_enrollments(self, collection: str, page_size: int = 100) -> list[dict]:
-        """Every enrollment group (collection ENROLLMENT_GROUPS) or individual enrollment (ENROLLMENTS)."""
+        """Every enrollment group (collection ENROLLMENT_GROUPS) or individual enrollment (ENROLLMENTS).
+
+        The query is the one the Java SDK's QuerySpecificationBuilder("*", FromType.ENROLLMENTS) makes
+        (azure-iot-sdk-java, provisioning-service-client, configs/QuerySpecificationBuilder.java)."""
         return self._query(
-            f"/{collection}/query", f"query {_NOUNS[collection]}s", PERMISSION_ENROLLMENT_READ, page_size
+            f"/{collection}/query",
+            f"query {_NOUNS[collection]}s",
+            PERMISSION_ENROLLMENT_READ,
+            page_size,
+            {"query": _QUERIES[collection]},
         )
 
     def query_registrations(self, enrollment_group_id: str, page_size: int = 100) -> list[dict]:
@@ -478,4 +488,5 @@ class DpsServiceClient:
             f"query the registration records of enrollment group {enrollment_group_id}",
             PERMISSION_REGISTRATION_READ,
             page_size,
+            None,  # service.json declares no body for this query
         )

@@ -250,7 +250,7 @@ def test_query_follows_continuation_tokens():
     assert transport.calls[0]["url"] == f"https://{HOST}/registrations/fleet%2Fx/query?api-version=2021-10-01"
     assert [call["headers"].get("x-ms-continuation") for call in transport.calls] == [None, "t1", "t2"]
     assert {call["headers"]["x-ms-max-item-count"] for call in transport.calls} == {"2"}
-    assert transport.calls[0]["body"] == {"query": "*"}
+    assert transport.calls[0]["body"] is None  # service.json: this query takes no body
 
 
 def test_query_enrollments_path_and_repeated_token_stops():
@@ -262,6 +262,7 @@ def test_query_enrollments_path_and_repeated_token_stops():
     with pytest.raises(ServiceError, match="same continuation token twice"):
         client.query_enrollments(ENROLLMENT_GROUPS)
     assert transport.calls[0]["url"] == f"https://{HOST}/enrollmentGroups/query?api-version=2021-10-01"
+    assert transport.calls[0]["body"] == {"query": "select * from enrollmentGroups"}
 
 
 def test_attestation_mechanism():
