@@ -242,7 +242,7 @@ def test_non_json_body_refused(emulator):
     _error(response, 400, 400001, "not valid JSON")
 
 
-def test_x509_group_records_show_certificate_info_not_pem(emulator, pki):
+def test_x509_group_records_show_certificate_and_info(emulator, pki):
     service = ServiceClient(emulator)
     body = {
         "enrollmentGroupId": "view-group",
@@ -255,7 +255,7 @@ def test_x509_group_records_show_certificate_info_not_pem(emulator, pki):
     }
     record = service.put("/enrollmentGroups/view-group", body).json()
     primary = record["attestation"]["x509"]["signingCertificates"]["primary"]
-    assert "certificate" not in primary
+    assert primary["certificate"] == pem_text(pki.root)  # a GET can be PUT back as it is
     assert primary["info"]["subjectName"] == "CN=Test Root CA"
     assert len(primary["info"]["sha256Thumbprint"]) == 64
     assert record["allocationPolicy"] == "static" and record["iotHubHostName"] == "hub-b.azure-devices.net"
@@ -263,6 +263,10 @@ def test_x509_group_records_show_certificate_info_not_pem(emulator, pki):
     seeded = service.get("/enrollmentGroups/fleet-x509").json()
     assert seeded["attestation"]["x509"]["signingCertificates"]["primary"]["info"]["subjectName"] == "CN=Test Root CA"
     assert seeded["iotHubs"] == ["hub-a.azure-devices.net"] and seeded["allocationPolicy"] == "static"
+    record["capabilities"] = {"iotEdge": False}
+    again = service.put("/enrollmentGroups/view-group", record, if_match=record["etag"])
+    assert again.status_code == 200, again.text
+    assert again.json()["attestation"] == record["attestation"] and again.json()["capabilities"] == {"iotEdge": False}
     assert service.delete("/enrollmentGroups/view-group").status_code == 204
 
 

@@ -1,8 +1,8 @@
 """Enrollment records in the DPS service API's shapes (2021-10-01): validation, answers, and the compiled form.
 
 A record is kept "internal": the JSON DPS takes in a PUT, completed with defaults, server-owned fields (etag,
-timestamps) and the secrets DPS never returns in a GET (symmetric keys, certificate PEMs). `public_view` is what a
-GET answers; `compile_record` turns a record into the `Enrollment` the device API matches devices against.
+timestamps) and the secrets DPS never returns in a GET (symmetric keys). `public_view` is what a GET answers;
+`compile_record` turns a record into the `Enrollment` the device API matches devices against.
 """
 
 from __future__ import annotations
@@ -339,13 +339,15 @@ def normalize(
 
 
 def _certificate_view(entry: dict[str, Any]) -> dict[str, Any]:
+    """X509CertificateWithInfo: the PEM as uploaded and the facts DPS derives from it."""
     if entry.get("certificate"):
-        return {"info": certificate_info(x509.load_pem_x509_certificate(entry["certificate"].encode("ascii")))}
-    return {"info": dict(entry.get("info") or {})}
+        certificate = x509.load_pem_x509_certificate(entry["certificate"].encode("ascii"))
+        return {"certificate": entry["certificate"], "info": certificate_info(certificate)}
+    return {"info": dict(entry.get("info") or {})}  # seeded from a thumbprint only
 
 
 def public_view(record: dict[str, Any]) -> dict[str, Any]:
-    """What a GET answers: no symmetric key values and no certificate PEMs (DPS does not return them)."""
+    """What a GET answers: no symmetric key values (DPS does not return them); certificates with their info."""
     view = copy.deepcopy(record)
     attestation = view.get("attestation") or {}
     if "symmetricKey" in attestation:
