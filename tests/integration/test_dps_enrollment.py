@@ -1,0 +1,428 @@
+"""dps_enrollment, dps_enrollment_info and dps_registration_record through ansible-playbook against the local DPS
+emulator's service API (the dps_emulator package).
+
+Every state-changing case runs its task four times, as community.crypto's targets do: check mode (changed), real
+run (changed), check mode again (not changed), real run again (not changed). The emulator's own view of each
+record is read back with dps_enrollment_info, and devices register through the device API with dps_register, so a
+generated group key and an individual enrollment are shown to work, not only to exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from dps_emulator.testing import start_emulator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+ID_SCOPE = "0ne00SVCTEST"
+HUB_A = "hub-a.azure-devices.net"
+HUB_B = "hub-b.azure-devices.net"
+OWNER_KEY = base64.b64encode(b"service-owner-key-0123456789abcd").decode()
+READER_KEY = base64.b64encode(b"service-reader-key-0123456789abc").decode()
+WRONG_KEY = base64.b64encode(b"not-the-owner-key-0123456789abcd").decode()
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _issue(subject_cn: str, key, issuer_cert, issuer_key, ca: bool) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject_cn))
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else _name(subject_cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+class Pki:
+    """A root, two intermediates (for a rollover) and device certificates, written as PEM files."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.root_key = ec.generate_private_key(ec.SECP256R1())
+        self.root = _issue("iotfleet Service Test Root", self.root_key, None, self.root_key, ca=True)
+        self.paths = {"root": self._write("root.pem", self.root)}
+        self.intermediates = {}
+        for name in ("intermediate", "intermediate-2027"):
+            key = ec.generate_private_key(ec.SECP256R1())
+            certificate = _issue(f"iotfleet {name}", key, self.root, self.root_key, ca=True)
+            self.intermediates[name] = (certificate, key)
+            self.paths[name] = self._write(f"{name}.pem", certificate)
+
+    def _write(self, filename: str, *certificates) -> str:
+        path = self.directory / filename
+        path.write_bytes(b"".join(item.public_bytes(serialization.Encoding.PEM) for item in certificates))
+        return str(path)
+
+    def device(self, registration_id: str) -> dict[str, str]:
+        issuer, issuer_key = self.intermediates["intermediate"]
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = _issue(registration_id, key, issuer, issuer_key, ca=False)
+        key_path = self.directory / f"{registration_id}.key.pem"
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        key_path.chmod(0o600)
+        return {
+            "chain": self._write(f"{registration_id}.chain.pem", leaf, issuer),
+            "leaf": self._write(f"{registration_id}.pem", leaf),
+            "key": str(key_path),
+            "sha256": leaf.fingerprint(hashes.SHA256()).hex().upper(),
+        }
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def emulator(pki, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("dps")
+    config = {
+        "id_scope": ID_SCOPE,
+        "linked_hubs": [HUB_A, HUB_B],
+        "defaults": {"assignment_delay": 0.2, "retry_after": 1},
+        "shared_access_policies": [
+            {
+                "name": "provisioningserviceowner",
+                "primary_key": OWNER_KEY,
+                "rights": ["EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"],
+            },
+            {"name": "enrollmentread", "primary_key": READER_KEY, "rights": ["EnrollmentRead"]},
+        ],
+        "certificates": [{"name": "service-test-root", "certificate": pki.paths["root"], "verified": True}],
+    }
+    config_path = directory / "dps.yml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    running = start_emulator(config_path, directory / "state")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def connection_string(emulator, policy: str = "provisioningserviceowner", key: str = OWNER_KEY) -> str:
+    return f"HostName={emulator.host}:{emulator.port};SharedAccessKeyName={policy};SharedAccessKey={key}"
+
+
+def run_play(tmp_path: Path, emulator, tasks: list[dict]) -> dict:
+    """Run `tasks` on localhost with the service connection set once (module_defaults on the action group), then
+    return every registered result (written to a JSON file by a last task)."""
+    registered = [task["register"] for task in tasks if "register" in task]
+    results_path = tmp_path / "results.json"
+    dump = {name: f"{{{{ {name} | default(None) }}}}" for name in registered}
+    tasks = [
+        *tasks,
+        {
+            "name": "Save the results",
+            "ansible.builtin.copy": {"content": "{{ results | to_nice_json }}", "dest": str(results_path)},
+            "vars": {"results": dump},
+        },
+    ]
+    play = {
+        "name": "dps service API integration",
+        "hosts": "localhost",
+        "gather_facts": False,
+        "module_defaults": {
+            "group/iotfleet.aziot.dps_service": {
+                "connection_string": connection_string(emulator),
+                "ca_path": emulator.ca_cert,
+                "timeout": 30,
+            }
+        },
+        "tasks": tasks,
+    }
+    playbook_path = tmp_path / "playbook.yml"
+    playbook_path.write_text(yaml.safe_dump([play], sort_keys=False), encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    result = subprocess.run(
+        [
+            str(ANSIBLE_PLAYBOOK),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(playbook_path),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    return json.loads(results_path.read_text(encoding="utf-8"))
+
+
+def four_runs(module: str, args: dict, name: str) -> list[dict]:
+    """check mode, real, check mode again, real again; registered as {name}_check1, _real1, _check2, _real2."""
+    return [
+        {module: args, "check_mode": True, "diff": True, "register": f"{name}_check1"},
+        {module: args, "diff": True, "register": f"{name}_real1"},
+        {module: args, "check_mode": True, "register": f"{name}_check2"},
+        {module: args, "register": f"{name}_real2"},
+    ]
+
+
+def assert_four(results: dict, name: str) -> None:
+    assert results[f"{name}_check1"]["changed"] is True
+    assert results[f"{name}_real1"]["changed"] is True
+    assert results[f"{name}_check2"]["changed"] is False
+    assert results[f"{name}_real2"]["changed"] is False
+
+
+def info_task(register: str, **args) -> dict:
+    return {"iotfleet.aziot.dps_enrollment_info": args, "register": register}
+
+
+ENROLLMENT = "iotfleet.aziot.dps_enrollment"
+
+
+def test_x509_group_create_update_rollover_and_delete(emulator, pki, tmp_path):
+    group = {
+        "enrollment_group_id": "fleet-plant-3",
+        "attestation": "x509",
+        "primary_certificate": pki.paths["intermediate"],
+        "iot_hubs": [HUB_A],
+        "allocation_policy": "hashed",
+        "iot_edge": True,
+        "initial_twin": {"tags": {"site": "plant-3"}, "desired_properties": {"telemetryInterval": 30}},
+        "reprovision_policy": {"migrate_device_data": False},
+    }
+    updated = dict(group, iot_hubs=[HUB_A, HUB_B], initial_twin={"tags": {"site": "plant-3", "ring": "beta"}})
+    rollover = dict(updated, secondary_certificate=pki.paths["intermediate-2027"])
+    promoted = dict(updated, primary_certificate=pki.paths["intermediate-2027"])
+    tasks = [
+        *four_runs(ENROLLMENT, group, "create"),
+        *four_runs(ENROLLMENT, updated, "update"),
+        *four_runs(ENROLLMENT, rollover, "rollover"),
+        *four_runs(ENROLLMENT, promoted, "promote"),
+        info_task("after", kind="enrollment_group", id="fleet-plant-3"),
+        *four_runs(ENROLLMENT, {"enrollment_group_id": "fleet-plant-3", "state": "absent"}, "delete"),
+        info_task("gone", kind="enrollment_group", id="fleet-plant-3"),
+    ]
+    results = run_play(tmp_path, emulator, tasks)
+    for name in ("create", "update", "rollover", "promote", "delete"):
+        assert_four(results, name)
+
+    assert results["create_check1"]["enrollment"] == {}
+    assert results["create_real1"]["differences"] == [
+        "attestation",
+        "iotHubs",
+        "allocationPolicy",
+        "capabilities.iotEdge",
+        "initialTwin.tags",
+        "initialTwin.properties.desired",
+        "reprovisionPolicy.migrateDeviceData",
+    ]
+    assert results["create_real2"]["differences"] == []
+    assert results["create_real2"]["attempts"] == 1  # one GET, nothing written
+    assert results["update_real1"]["differences"] == ["iotHubs", "initialTwin.tags"]
+    assert results["rollover_real1"]["differences"] == ["attestation.x509.signingCertificates.secondary"]
+    assert results["promote_real1"]["differences"] == [
+        "attestation.x509.signingCertificates.primary",
+        "attestation.x509.signingCertificates.secondary",
+    ]
+    # the diff shows certificates by subject and thumbprint, never as PEM
+    after = json.loads(results["rollover_real1"]["diff"]["after"])
+    secondary = after["attestation"]["x509"]["signingCertificates"]["secondary"]
+    assert secondary["subject"] == "CN=iotfleet intermediate-2027"
+    assert "BEGIN CERTIFICATE" not in json.dumps(results["rollover_real1"]["diff"])
+
+    record = results["after"]["enrollment_groups"][0]
+    assert sorted(record["iotHubs"]) == [HUB_A, HUB_B]
+    assert record["initialTwin"]["tags"] == {"site": "plant-3", "ring": "beta"}
+    assert record["initialTwin"]["properties"]["desired"] == {"telemetryInterval": 30}  # not set by update: kept
+    assert record["reprovisionPolicy"] == {"updateHubAssignment": True, "migrateDeviceData": False}
+    certificates = record["attestation"]["x509"]["signingCertificates"]
+    assert set(certificates) == {"primary"}
+    assert certificates["primary"]["info"]["subjectName"].endswith("iotfleet intermediate-2027")
+    assert results["delete_real1"]["differences"] == ["enrollment"]
+    assert results["gone"]["enrollment_groups"] == []
+
+
+def test_symmetric_key_group_generated_keys_register_a_device_then_revoke(emulator, tmp_path):
+    group = {"enrollment_group_id": "sensors", "attestation": "symmetric_key", "iot_hubs": [HUB_B]}
+    register = {
+        "id_scope": ID_SCOPE,
+        "registration_id": "sensor-0007",
+        "provisioning_host": f"{emulator.host}:{emulator.port}",
+        "ca_path": emulator.ca_cert,
+        "attestation": "symmetric_key",
+        "group_key": "{{ sensors_real1.generated_keys.primary_key }}",
+        "timeout": 30,
+    }
+    tasks = [
+        *four_runs(ENROLLMENT, group, "sensors"),
+        {"iotfleet.aziot.dps_register": register, "register": "device"},
+        info_task("group_registrations", kind="registration", enrollment_group_id="sensors"),
+        *four_runs(
+            "iotfleet.aziot.dps_registration_record",
+            {"registration_id": "sensor-0007", "state": "absent"},
+            "revoke",
+        ),
+        info_task("after_revoke", kind="registration", id="sensor-0007"),
+    ]
+    results = run_play(tmp_path, emulator, tasks)
+    assert_four(results, "sensors")
+    assert_four(results, "revoke")
+
+    generated = results["sensors_real1"]["generated_keys"]
+    assert set(generated) == {"primary_key", "secondary_key"}
+    assert len(base64.b64decode(generated["primary_key"])) >= 16
+    for name in ("sensors_check1", "sensors_check2", "sensors_real2"):
+        assert "generated_keys" not in results[name]  # only the run that created the group returns them
+    everything_but_the_creation = json.dumps({k: v for k, v in results.items() if k != "sensors_real1"})
+    assert generated["primary_key"] not in everything_but_the_creation
+    assert generated["primary_key"] not in json.dumps(results["sensors_real1"]["diff"])
+    assert results["sensors_real1"]["enrollment"]["attestation"]["symmetricKey"] == {}  # DPS's GET holds no keys
+
+    # the generated key is the group's real key: a device derived from it is assigned
+    assert results["device"]["status"] == "assigned"
+    assert results["device"]["assigned_hub"] == HUB_B
+    registrations = results["group_registrations"]["registrations"]
+    assert [record["registrationId"] for record in registrations] == ["sensor-0007"]
+    assert registrations[0]["status"] == "assigned"
+    assert registrations[0]["etag"]
+    assert results["group_registrations"]["status_counts"] == {"assigned": 1}
+    assert results["revoke_real1"]["registration"]["assignedHub"] == HUB_B
+    assert results["after_revoke"]["registrations"] == []
+    # deleting DPS's record leaves the device in its hub (IoT Hub's registry is not DPS's)
+    assert "sensor-0007" in {device["registrationId"] for device in emulator.devices()}
+
+
+def test_individual_x509_enrollment_registers_then_is_disabled(emulator, pki, tmp_path):
+    device = pki.device("pi-svc-0042")
+    enrollment = {
+        "registration_id": "pi-svc-0042",
+        "attestation": "x509",
+        "primary_certificate": device["chain"],  # a full-chain file: its first certificate is the device's
+        "device_id": "pi-svc-0042-edge",
+        "iot_hubs": [HUB_A],
+    }
+    register = {
+        "id_scope": ID_SCOPE,
+        "registration_id": "pi-svc-0042",
+        "provisioning_host": f"{emulator.host}:{emulator.port}",
+        "ca_path": emulator.ca_cert,
+        "client_cert": device["chain"],
+        "client_key": device["key"],
+        "timeout": 30,
+    }
+    tasks = [
+        *four_runs(ENROLLMENT, enrollment, "individual"),
+        {"iotfleet.aziot.dps_register": register, "register": "device"},
+        info_task("record", kind="registration", id="pi-svc-0042"),
+        *four_runs(ENROLLMENT, dict(enrollment, provisioning_status="disabled"), "disable"),
+        info_task("enrollments", kind="enrollment"),
+    ]
+    results = run_play(tmp_path, emulator, tasks)
+    assert_four(results, "individual")
+    assert_four(results, "disable")
+    assert (results["device"]["status"], results["device"]["device_id"]) == ("assigned", "pi-svc-0042-edge")
+    record = results["record"]["registrations"][0]
+    assert (record["status"], record["assignedHub"], record["deviceId"]) == ("assigned", HUB_A, "pi-svc-0042-edge")
+    assert results["disable_real1"]["differences"] == ["provisioningStatus"]
+    listed = {item["registrationId"]: item for item in results["enrollments"]["enrollments"]}
+    assert listed["pi-svc-0042"]["provisioningStatus"] == "disabled"
+    client = listed["pi-svc-0042"]["attestation"]["x509"]["clientCertificates"]["primary"]["info"]
+    assert client["sha256Thumbprint"].replace(":", "").upper() == device["sha256"]
+
+
+def test_group_on_a_ca_reference(emulator, tmp_path):
+    group = {
+        "enrollment_group_id": "fleet-by-reference",
+        "attestation": "x509",
+        "primary_ca_reference": "service-test-root",
+    }
+    results = run_play(tmp_path, emulator, four_runs(ENROLLMENT, group, "reference"))
+    assert_four(results, "reference")
+    x509_attestation = results["reference_real1"]["enrollment"]["attestation"]["x509"]
+    assert x509_attestation["caReferences"]["primary"].lower() == "service-test-root"
+
+
+def test_errors_a_user_can_act_on(emulator, pki, tmp_path):
+    base = {
+        "enrollment_group_id": "fleet-errors",
+        "attestation": "x509",
+        "primary_certificate": pki.paths["intermediate"],
+    }
+    failing = {"failed_when": False}
+    tasks = [
+        {
+            ENROLLMENT: dict(base, connection_string=connection_string(emulator, key=WRONG_KEY)),
+            "register": "wrong_key",
+            **failing,
+        },
+        {
+            ENROLLMENT: dict(base, connection_string=connection_string(emulator, "enrollmentread", READER_KEY)),
+            "register": "read_only",
+            **failing,
+        },
+        {ENROLLMENT: dict(base, iot_hubs=["nope.azure-devices.net"]), "register": "unknown_hub", **failing},
+        {
+            ENROLLMENT: dict(base, connection_string=f"HostName={emulator.host}:{emulator.port};SharedAccessKey=x"),
+            "register": "malformed",
+            **failing,
+        },
+        {ENROLLMENT: dict(base, primary_certificate=device_key_file(pki)), "register": "private_key", **failing},
+        info_task("nothing_created", kind="enrollment_group", id="fleet-errors"),
+    ]
+    results = run_play(tmp_path, emulator, tasks)
+    assert results["wrong_key"]["msg"].startswith(
+        "enrollment group fleet-errors: the DPS refused the shared access signature: check SharedAccessKey of "
+        "policy provisioningserviceowner and the controller clock"
+    )
+    assert results["read_only"]["msg"].startswith(
+        "enrollment group fleet-errors: policy enrollmentread may not create enrollment group fleet-errors: give it "
+        "the EnrollmentWrite permission"
+    )
+    assert results["unknown_hub"]["msg"].startswith(
+        "enrollment group fleet-errors: DPS does not accept iot_hubs nope.azure-devices.net: every hub must be linked"
+    )
+    assert results["malformed"]["msg"].startswith(
+        "enrollment group fleet-errors: connection_string has no SharedAccessKeyName"
+    )
+    assert "attempts" not in results["malformed"]  # refused before any request
+    assert results["private_key"]["msg"].endswith(
+        "holds a private key; give a file with the certificate only (a private key never goes to DPS)"
+    )
+    for name in ("wrong_key", "read_only", "unknown_hub", "malformed", "private_key"):
+        assert "\n" not in results[name]["msg"]
+        assert OWNER_KEY not in json.dumps(results[name])
+    assert results["nothing_created"]["enrollment_groups"] == []
+
+
+def device_key_file(pki: Pki) -> str:
+    """A PEM file holding a certificate and its private key: what must never be uploaded."""
+    device = pki.device("pi-with-key")
+    path = Path(device["leaf"]).with_suffix(".bundle.pem")
+    path.write_bytes(Path(device["leaf"]).read_bytes() + Path(device["key"]).read_bytes())
+    return str(path)
