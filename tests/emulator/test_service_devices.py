@@ -63,6 +63,12 @@ def test_api_created_enrollments_are_used_at_once(emulator, pki):
     # deleting the enrollment stops new registrations at once
     assert service.delete("/enrollments/api-x509-1").status_code == 204
     assert Client(emulator, cert=device.full()).register("api-x509-1").status_code == 401
+    # a certificate enrolled for another registration id does not admit its own CN
+    body["registrationId"] = "api-x509-elsewhere"
+    assert service.put("/enrollments/api-x509-elsewhere", body).status_code == 200
+    refused = Client(emulator, cert=device.full()).register("api-x509-1")
+    assert refused.status_code == 401 and "belongs to individual enrollment 'api-x509-elsewhere'" in refused.text
+    assert service.delete("/enrollments/api-x509-elsewhere").status_code == 204
 
 
 def test_signing_certificate_intermediate_under_verified_root(emulator, pki):

@@ -181,11 +181,11 @@ class DeviceApi:
                     registration_id, f"the device certificate is not the client certificate of {own.label}"
                 )
             return own, individual_attestation
-        for enrollment in self.enrollments.individuals():
-            if enrollment.attestation == "x509" and {sha1, sha256} & set(enrollment.thumbprints):
-                raise self._refuse(
-                    registration_id, f"the certificate belongs to {enrollment.label}, not to this registration id"
-                )
+        other = self.enrollments.individual_by_certificate((sha1, sha256))
+        if other is not None:
+            raise self._refuse(
+                registration_id, f"the certificate belongs to {other.label}, not to this registration id"
+            )
         match = match_group(leaf, presented, self.enrollments.groups(), self.enrollments.verified)
         if match.group is None:
             raise self._refuse(registration_id, match.problem or "no enrollment matches the certificate")

@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ def check_if_match(if_match: str | None, etag: str | None, what: str) -> None:
         )
 
 
+@dataclass
+class _Compiled:
+    """The records in matching form, indexed the way devices look them up."""
+
+    groups: list[Enrollment] = field(default_factory=list)
+    individuals: dict[str, Enrollment] = field(default_factory=dict)  # lower-case registration id
+    by_thumbprint: dict[str, Enrollment] = field(default_factory=dict)  # X.509 client certificate thumbprints
+
+
 class EnrollmentStore:
     def __init__(self, state_dir: Path, config: Config) -> None:
         self.path = state_dir / ENROLLMENTS_FILE
@@ -91,7 +101,7 @@ class EnrollmentStore:
         self.verified: list[x509.Certificate] = config.verified_cas()
         self.lock = threading.RLock()
         self.records: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
-        self._compiled: dict[str, list[Enrollment]] | None = None
+        self._compiled: _Compiled | None = None
         self._load()
         changed = False
         for seed in config.seeds:
@@ -167,31 +177,38 @@ class EnrollmentStore:
         with self.lock:
             return [copy.deepcopy(self.records[kind][key]["record"]) for key in sorted(self.records[kind])]
 
-    def _compile(self) -> dict[str, list[Enrollment]]:
+    def _compile(self) -> _Compiled:
         with self.lock:
             if self._compiled is None:
-                compiled: dict[str, list[Enrollment]] = {kind: [] for kind in KINDS}
+                compiled = _Compiled()
                 for kind in KINDS:
                     for key in sorted(self.records[kind]):
                         record = self.records[kind][key]["record"]
                         try:
-                            compiled[kind].append(compile_record(kind, record, self.context))
+                            enrollment = compile_record(kind, record, self.context)
                         except ValidationError as exc:
                             LOG.warning("%s '%s' cannot be used with this config: %s", NOUN[kind], key, exc)
+                            continue
+                        if kind == GROUP:
+                            compiled.groups.append(enrollment)
+                            continue
+                        compiled.individuals[key] = enrollment
+                        for thumbprint in enrollment.thumbprints:
+                            compiled.by_thumbprint.setdefault(thumbprint, enrollment)
                 self._compiled = compiled
             return self._compiled
 
     def groups(self) -> list[Enrollment]:
-        return list(self._compile()[GROUP])
-
-    def individuals(self) -> list[Enrollment]:
-        return list(self._compile()[INDIVIDUAL])
+        return list(self._compile().groups)
 
     def individual(self, registration_id: str) -> Enrollment | None:
-        for enrollment in self.individuals():
-            if (enrollment.registration_id or "").lower() == registration_id.lower():
-                return enrollment
-        return None
+        """The individual enrollment for a registration id (case-insensitive)."""
+        return self._compile().individuals.get(registration_id.lower())
+
+    def individual_by_certificate(self, thumbprints: tuple[str, ...]) -> Enrollment | None:
+        """The X.509 individual enrollment whose client certificates include one of these thumbprints."""
+        index = self._compile().by_thumbprint
+        return next((index[thumbprint] for thumbprint in thumbprints if thumbprint in index), None)
 
     # --- writes --------------------------------------------------------------------------------------------
     def _validated(self, kind: str, body: Any, identifier: str | None) -> dict[str, Any]:
