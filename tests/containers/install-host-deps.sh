@@ -37,3 +37,18 @@ if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64; then
   echo "install-host-deps.sh: qemu-aarch64 binfmt handler is not enabled" >&2
   exit 1
 fi
+# The arm64 devices are reached as real Pis (SSH as pi, then sudo): a setuid binary under emulation only gets its
+# owner's rights when the handler has the C (credentials) flag, which Debian's registration lacks. Re-register the
+# same handler with it; otherwise sudo says "effective uid is not 0".
+handler=/proc/sys/fs/binfmt_misc/qemu-aarch64
+flags=$(sed -n 's/^flags: //p' "$handler")
+if [[ $flags != *C* ]]; then
+  interpreter=$(sed -n 's/^interpreter //p' "$handler")
+  magic=$(sed -n 's/^magic //p' "$handler" | sed 's/../\\x&/g')
+  mask=$(sed -n 's/^mask //p' "$handler" | sed 's/../\\x&/g')
+  offset=$(sed -n 's/^offset //p' "$handler")
+  echo -1 > "$handler"
+  printf ':qemu-aarch64:M:%s:%s:%s:%s:%sOC\n' "$offset" "$magic" "$mask" "$interpreter" "$flags" \
+    > /proc/sys/fs/binfmt_misc/register
+  echo "install-host-deps.sh: qemu-aarch64 re-registered with flags $(sed -n 's/^flags: //p' "$handler")"
+fi
