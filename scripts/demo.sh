@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make demo`: provision a small container fleet against the local DPS emulator, end to end.
 #
-#   scripts/demo.sh          build what is missing, start the emulator and 3 stock Debian containers
-#                            (pi-demo-01..03), run playbooks/provision.yml, print the fleet table, run
-#                            provision.yml again to show changed=0, then clean up
+#   scripts/demo.sh          build what is missing, start one container per line of inventory/demo/hosts.yml
+#                            (Debian 12 and 13 devices that Ansible reaches as real Pis: SSH as `pi` on a loopback
+#                            port, sudo to root), start the emulator, run playbooks/provision.yml, print the fleet
+#                            table, run provision.yml again to show changed=0, then clean up
 #   DEMO_KEEP=1 scripts/demo.sh   keep the fleet and the emulator running afterwards (try fleet_status.yml,
-#                            reissue.yml -l pi-demo-02, or add pi-demo-04 to inventory/demo/hosts.yml)
+#                            reissue.yml -l pi-demo-02, or add pi-demo-04 to inventory/demo/hosts.yml and run again)
 #   scripts/demo.sh clean    stop the emulator and remove the containers (the lab CA in build/demo/pki stays)
 #
 # Needs root (podman, image builds) and the repo's .venv (`make venv`). Safe to re-run.
@@ -19,11 +20,11 @@ export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 export IOTFLEET_DEMO_DIR=${IOTFLEET_DEMO_DIR:-$ROOT/build/demo}
 DEMO_DIR=$IOTFLEET_DEMO_DIR
 BIN=$ROOT/.venv/bin
-IMAGE=localhost/iotfleet-debian:bookworm-amd64
 INVENTORY=$ROOT/inventory/demo
-DEVICES=(pi-demo-01 pi-demo-02 pi-demo-03)
+HOSTS=$INVENTORY/hosts.yml
+DEVICES=(--hosts "$HOSTS")
+EMULATOR=("$BIN/dps-emulator")
 ID_SCOPE=0ne0000demo   # must match inventory/demo/group_vars/pis.yml
-
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
@@ -31,7 +32,7 @@ stop_emulator() {
   local pid
   pid=$(cat "$DEMO_DIR/emulator.pid" 2>/dev/null || true)
   # Only our own emulator: the recorded pid, if it still is a dps_emulator process.
-  if [[ -n $pid ]] && grep -q dps_emulator "/proc/$pid/cmdline" 2>/dev/null; then
+  if [[ -n $pid ]] && grep -qE 'dps[-_]emulator' "/proc/$pid/cmdline" 2>/dev/null; then
     kill "$pid"
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
@@ -39,11 +40,11 @@ stop_emulator() {
 }
 
 clean() {
-  say "Cleaning up: emulator and containers ${DEVICES[*]}"
+  say "Cleaning up: the emulator and the device containers of $HOSTS"
   stop_emulator
-  podman rm -f -t 1 "${DEVICES[@]}" >/dev/null 2>&1 || true
-  # The emulator's device list goes with the devices; the lab CA is kept for the next run.
-  rm -rf "$DEMO_DIR/dps"
+  "$BIN/python" -m tools.device_containers down "${DEVICES[@]}" || true
+  # The emulator's device list and the devices' host keys go with the devices; the lab CA is kept for the next run.
+  rm -rf "$DEMO_DIR/dps" "$DEMO_DIR/ssh/known_hosts"
 }
 
 # Sum of changed= over the PLAY RECAP lines of an ansible-playbook log; fails when a host failed.
@@ -65,12 +66,17 @@ fi
 mkdir -p "$DEMO_DIR"
 START=$(date +%s)
 
-say "Host packages and the stock Debian image (skipped when present)"
+say "Host packages and the device images the inventory names (skipped when present)"
 tests/containers/install-host-deps.sh
-ARCHES=amd64 VARIANTS=stock tests/containers/build-images.sh
+IMAGES=$("$BIN/python" -m tools.device_containers images "${DEVICES[@]}") tests/containers/build-images.sh
 
 say "Lab CA on the controller (playbooks/ca.yml)"
 "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/ca.yml | sed -n '/Show what to upload/,/^$/p'
+
+# The devices first: podman's bridge has no address on the host until a container runs on it, and the emulator
+# listens there (on the bridge, not on all interfaces) so that only the containers reach it.
+say "Device containers: SSH as pi on 127.0.0.1, sudo to root (tools/device_containers.py)"
+"$BIN/python" -m tools.device_containers up "${DEVICES[@]}" --ssh-dir "$DEMO_DIR/ssh"
 
 say "Local DPS emulator on the podman bridge, X.509 enrollment group on the lab intermediate CA"
 stop_emulator
@@ -86,20 +92,11 @@ enrollment_groups:
     verified: true
 YAML
 GATEWAY=$(podman network inspect podman | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["subnets"][0]["gateway"])')
-setsid "$BIN/python" -m tools.dps_emulator serve --config "$DEMO_DIR/enrollments.yml" --state-dir "$DEMO_DIR/dps" \
+setsid "${EMULATOR[@]}" serve --config "$DEMO_DIR/enrollments.yml" --state-dir "$DEMO_DIR/dps" \
   --host "$GATEWAY" --quiet > "$DEMO_DIR/emulator.log" 2>&1 < /dev/null &
 echo $! > "$DEMO_DIR/emulator.pid"
-"$BIN/python" -m tools.dps_emulator wait --state-dir "$DEMO_DIR/dps" --timeout 30 --url \
+"${EMULATOR[@]}" wait --state-dir "$DEMO_DIR/dps" --timeout 30 --url \
   || { cat "$DEMO_DIR/emulator.log" >&2; die "the emulator did not start"; }
-
-say "Container fleet: ${DEVICES[*]} ($IMAGE: Debian 12 with python3 only)"
-for device in "${DEVICES[@]}"; do
-  if ! podman container exists "$device"; then
-    podman run -d --name "$device" --hostname "$device" --stop-timeout=1 "$IMAGE" sleep infinity >/dev/null
-  fi
-  podman start "$device" >/dev/null
-done
-podman ps --filter name=pi-demo --format '{{.Names}}  {{.Image}}  {{.Status}}'
 
 say "Provisioning: ansible-playbook -i inventory/demo playbooks/provision.yml"
 T0=$(date +%s)
@@ -119,8 +116,8 @@ CHANGED=$(recap_changed "$DEMO_DIR/provision-2.log") || die "second run failed: 
 [[ $CHANGED -eq 0 ]] || die "second run changed $CHANGED things, expected changed=0: see $DEMO_DIR/provision-2.log"
 echo "second run: $(($(date +%s) - T0)) s, changed=0 on every device"
 
-say "The emulator's IoT Hub device list: python -m tools.dps_emulator devices --state-dir $DEMO_DIR/dps"
-"$BIN/python" -m tools.dps_emulator devices --state-dir "$DEMO_DIR/dps" \
+say "The emulator's IoT Hub device list: dps-emulator devices --state-dir $DEMO_DIR/dps"
+"${EMULATOR[@]}" devices --state-dir "$DEMO_DIR/dps" \
   | "$BIN/python" -c 'import json, sys
 for d in json.load(sys.stdin):
     print("%-14s %-34s %-30s registrations: %s" % (d["deviceId"], d["assignedHub"], d["enrollment"], d["registrationCount"]))'
