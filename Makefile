@@ -13,12 +13,12 @@ export PATH := $(BIN):$(PATH)
 # Containers built for tests use the repo's podman settings (DESIGN.md §7).
 export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
 
-.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench bench-smoke bench-smoke-podman clean
+.PHONY: help venv lint ruff ansible-lint sanity unit integration reliability images containers molecule test demo bench bench-smoke bench-smoke-podman bench-smoke-ssh clean
 
 help:
 	@echo "make venv         build .venv with every Python dependency"
 	@echo "make test         ruff, ansible-lint, ansible-test sanity, unit, integration, containers, molecule (what CI runs)"
-	@echo "make images       install podman & co. and build the local Debian test images (amd64 + arm64)"
+	@echo "make images       install podman & co. and build the local Debian 12/13 device images (amd64 + arm64)"
 	@echo "make demo         provision a small container fleet against the local DPS emulator"
 	@echo "make bench        fleet benchmarks (A: openssl loop, B: community.crypto, C: this collection)"
 	@echo "make clean        remove build output"
@@ -69,8 +69,8 @@ integration: venv
 reliability: venv
 	pytest -q tests/reliability $(PYTEST_ARGS)
 
-# Container targets (DESIGN.md §7): host packages, then locally built Debian images (amd64 and
-# emulated arm64). Both steps skip what is already there.
+# Container targets (DESIGN.md §7): host packages, then locally built Debian 12 and 13 device images (amd64 and
+# emulated arm64), reached over SSH as pi with sudo. Both steps skip what is already there.
 images:
 	tests/containers/install-host-deps.sh
 	tests/containers/build-images.sh
@@ -82,7 +82,7 @@ containers: venv images
 molecule: venv images
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
-test: lint sanity unit integration reliability bench-smoke containers bench-smoke-podman molecule
+test: lint sanity unit integration reliability bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule
 	@echo "make test: all suites passed"
 
 # The main job on an embedded default: a container fleet + the local DPS emulator, end to end.
@@ -91,14 +91,17 @@ demo: venv
 
 # Benchmarks (issue 6): results are data in bench/results, the write-up is docs/benchmarks.md.
 # bench-smoke runs the harness on 3 devices so it cannot rot; it is not a timed test.
-# `make bench` = the simulated fleet matrix, the same fleet as podman containers (connection cost), C at 150
-# and 1,000 devices in one run (the scaling target), and the DPS client alone against the emulator.
+# `make bench` = the simulated fleet matrix, the same fleet as containers driven by the podman connection and
+# reached over SSH + sudo (the connection cost users pay), C at 150 and 1,000 devices in one run (the scaling
+# target), and the DPS client alone against the emulator.
 BENCH_ARGS ?= --sizes 10,150 --key-types ec-p256,rsa-4096 --repeats 3
 BENCH_PODMAN_ARGS ?= --target podman --sizes 10 --key-types ec-p256 --repeats 3
+BENCH_SSH_ARGS ?= --target ssh --sizes 10 --key-types ec-p256 --repeats 3
 BENCH_SCALE_ARGS ?= --sizes 150,1000 --key-types ec-p256 --repeats 1 --methods C --no-dps
 bench: venv images
 	python bench/run.py $(BENCH_ARGS)
 	python bench/run.py $(BENCH_PODMAN_ARGS)
+	python bench/run.py $(BENCH_SSH_ARGS)
 	python bench/run.py $(BENCH_SCALE_ARGS)
 	python bench/dps_profile.py --devices 20
 
@@ -108,6 +111,9 @@ bench-smoke: venv
 
 bench-smoke-podman: venv images
 	python bench/run.py --target podman --sizes 2 --key-types ec-p256 --repeats 1 --out build/bench-smoke-podman.json
+
+bench-smoke-ssh: venv images
+	python bench/run.py --target ssh --sizes 2 --key-types ec-p256 --repeats 1 --out build/bench-smoke-ssh.json
 
 clean:
 	rm -rf build tests/output .pytest_cache .ruff_cache

@@ -7,8 +7,10 @@ size, repeat) cell, and writes the measurements as JSON. See bench/README.md and
     .venv/bin/python bench/run.py report bench/results/<file>.json     # the markdown tables
 
 Hosts are simulated on the controller: `ansible_connection: local`, one directory tree per device
-(`device_root`). With `--target podman` they are podman containers of the local Debian image instead (the
-connection cost). B and C run with the same ansible.cfg (the repo's), the same forks and `gather_facts: false`.
+(`device_root`). With `--target podman` they are podman containers of the local Debian image instead, driven by
+the podman connection; with `--target ssh` the same containers reached as real Pis are (SSH as `pi` on a loopback
+port, sudo to root, the repo's ansible.cfg: pipelining and ControlPersist) - the connection cost users pay.
+B and C run with the same ansible.cfg (the repo's), the same forks and `gather_facts: false`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ PROFILE_RE = re.compile(r"^(?P<task>.+?) -{3,} (?P<seconds>\d+\.\d+)s$")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 sys.path.insert(0, str(REPO_ROOT))
+from tools.device_containers import Device, DeviceError, podman, podman_env, start, stop
 
 
 class BenchError(Exception):
@@ -192,16 +195,28 @@ def host_names(size: int) -> list[str]:
     return [f"bench-dev-{index:0{width}d}" for index in range(1, size + 1)]
 
 
-def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str) -> None:
-    """YAML inventory, group `fleet`: local hosts with their own device_root, or podman containers."""
+def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str, ssh_dir: Path | None = None) -> None:
+    """YAML inventory, group `fleet`: local hosts with their own device_root, or one container per device."""
     lines = ["---", "fleet:", "  vars:"]
     if target == "podman":
         # One container per device; each method writes under its own root inside it (devices_dir).
         lines.append("    ansible_connection: containers.podman.podman")
+    elif target == "ssh":
+        # As inventory/example reaches a Pi: SSH as pi, sudo to root; the run's own key and known_hosts.
+        lines.append("    ansible_user: pi")
+        lines.append("    ansible_become: true")
+        lines.append(f"    ansible_ssh_private_key_file: {json.dumps(str(ssh_dir / 'id_ed25519'))}")
+        lines.append(
+            f"    ansible_ssh_common_args: {json.dumps('-o UserKnownHostsFile=' + str(ssh_dir / 'known_hosts'))}"
+        )
+    if target in ("podman", "ssh"):
         lines.append("    ansible_python_interpreter: /usr/bin/python3")
         lines.append(f"    device_root: {json.dumps(str(devices_dir))}")
         lines.append("  hosts:")
-        lines.extend(f"    {host}:" for host in hosts)
+        for device in containers_for(hosts):
+            # The podman connection finds the container by its name, the inventory name.
+            address = f" {{ansible_host: {device.address}, ansible_port: {device.port}}}" if target == "ssh" else ""
+            lines.append(f"    {device.name}:{address}")
     else:
         lines.append("    ansible_connection: local")
         lines.append(f"    ansible_python_interpreter: {json.dumps(sys.executable)}")
@@ -212,45 +227,69 @@ def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-# --- podman targets ----------------------------------------------------------------------------------------
+# --- container targets (podman connection or SSH) -------------------------------------------------------------
 
 PODMAN_ROOT = Path("/bench")  # inside each container: /bench/A, /bench/B, /bench/C
+SSH_BASE_PORT = 2400  # --target ssh: device N listens on 127.0.0.1:SSH_BASE_PORT+N
 
 
-def podman_env() -> dict[str, str]:
-    """The repo's podman settings (runc, explicit ulimits: DESIGN.md section 7) unless the caller set their own."""
-    env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(REPO_ROOT / "tests" / "containers" / "containers.conf"))
-    return env
+def containers_for(hosts: list[str], image: str = "bookworm-amd64-prepared") -> list[Device]:
+    return [Device(host, SSH_BASE_PORT + index, image) for index, host in enumerate(hosts, start=1)]
 
 
-def podman(*argv: str, stdin: bytes | None = None, check: bool = True) -> str:
-    result = subprocess.run(  # noqa: S603
-        ["podman", *argv],  # noqa: S607
-        input=stdin,
-        capture_output=True,
-        check=False,
-        env=podman_env(),
-    )
-    if check and result.returncode != 0:
-        raise BenchError(f"podman {' '.join(argv[:3])} ... failed: {result.stderr.decode(errors='replace')[-1000:]}")
-    return result.stdout.decode()
+def start_containers(hosts: list[str], image: str, ssh_dir: Path) -> list[Device]:
+    """A fresh container per device (not timed), reachable over SSH; --target podman ignores the SSH side."""
+    devices = containers_for(hosts, image)
+    stop(hosts)
+    try:
+        start(devices, ssh_dir)
+    except DeviceError as error:
+        raise BenchError(str(error)) from None
+    return devices
 
 
-def start_containers(hosts: list[str], image: str, dps_ca: Path) -> None:
-    """A fresh container per device (not timed), with /etc/aziot under C's root and the emulator's CA."""
-    podman("rm", "-f", "-t", "1", *hosts)
-    ca = dps_ca.read_bytes()
+def push_to_containers(hosts: list[str], dps_ca: Path) -> None:
+    """/etc/aziot under C's root (as after installing the aziot packages) and the emulator's CA (not timed)."""
+    ca = dps_ca.read_text(encoding="utf-8")
     for host in hosts:
-        podman("run", "-d", "--name", host, "--hostname", host, "--stop-timeout=1", image, "sleep", "infinity")
-        podman("exec", host, "mkdir", "-p", str(PODMAN_ROOT / "C" / "etc" / "aziot"))
-        podman("exec", "-i", host, "sh", "-c", f"cat > {PODMAN_ROOT}/dps-ca.pem", stdin=ca)
+        script = f"mkdir -p {PODMAN_ROOT}/C/etc/aziot && cat > {PODMAN_ROOT}/dps-ca.pem"
+        result = subprocess.run(  # noqa: S603
+            ["podman", "exec", "-i", host, "sh", "-c", script],  # noqa: S607
+            input=ca,
+            capture_output=True,
+            text=True,
+            env=podman_env(),
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"preparing container {host} failed: {result.stderr[-500:]}")
 
 
 def podman_gateway() -> str:
-    """The host's address on podman's default bridge: where the containers reach the DPS emulator."""
-    data = json.loads(podman("network", "inspect", "podman"))
+    """The host's address on podman's default bridge: where the containers reach the DPS emulator. It exists only
+    while a container runs on the bridge: start the containers first."""
+    data = json.loads(podman("network", "inspect", "podman").stdout)
     return data[0]["subnets"][0]["gateway"]
+
+
+def ssh_config(path: Path, devices: list[Device], ssh_dir: Path) -> Path:
+    """An ssh_config naming each device, for method A's ssh loop (same key, known_hosts and ControlPersist)."""
+    lines = []
+    for device in devices:
+        lines += [
+            f"Host {device.name}",
+            f"  HostName {device.address}",
+            f"  Port {device.port}",
+            "  User pi",
+            f"  IdentityFile {ssh_dir / 'id_ed25519'}",
+            f"  UserKnownHostsFile {ssh_dir / 'known_hosts'}",
+            "  StrictHostKeyChecking accept-new",
+            "  ControlMaster auto",
+            "  ControlPersist 60s",
+            f"  ControlPath {ssh_dir}/cp-%C",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def ansible_env(forks: int, profile: bool) -> dict[str, str]:
@@ -315,7 +354,10 @@ def run_phase_a(
     devices.mkdir(exist_ok=True)
     log = cell_dir / f"A-{tag}.log"
     if target == "podman":
-        script, where = "method_a_podman.sh", [str(devices), str(PODMAN_ROOT / "A")]
+        script, where = "method_a_remote.sh", ["podman", str(devices), str(PODMAN_ROOT / "A")]
+    elif target == "ssh":
+        where = [f"ssh:{cell_dir / 'ssh_config'}", str(devices), str(PODMAN_ROOT / "A")]
+        script = "method_a_remote.sh"
     else:
         script, where = "method_a_openssl.sh", [str(devices)]
     argv = ["bash", str(BENCH_DIR / script), key_type, str(ca_dir), *where, *hosts]
@@ -364,13 +406,14 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
     ca_dir = cell_dir / "ca"
     make_ca(ca_dir, key_type, env)
     inventories = {}
-    podman_target = args.target == "podman"
+    container_target = args.target in ("podman", "ssh")
+    ssh_dir = cell_dir / "ssh"
     for method in ("B", "C"):
         (cell_dir / method).mkdir()
         inventories[method] = cell_dir / f"inventory-{method}.yml"
-        root = PODMAN_ROOT / method if podman_target else cell_dir / method
-        write_inventory(inventories[method], hosts, root, args.target)
-    if not podman_target:
+        root = PODMAN_ROOT / method if container_target else cell_dir / method
+        write_inventory(inventories[method], hosts, root, args.target, ssh_dir)
+    if not container_target:
         for host in hosts:  # /etc/aziot comes with the aziot packages on a device (not timed)
             (cell_dir / "C" / host / "etc" / "aziot").mkdir(parents=True)
     enrollments = cell_dir / "enrollments.yml"
@@ -383,25 +426,31 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         "load_before": loadavg(),
     }
     phases: dict[str, dict[str, Any]] = {}
+    if container_target:
+        # Containers first: the emulator listens on the podman bridge, which has no address before they run.
+        devices = start_containers(hosts, args.image.rpartition(":")[2], ssh_dir)
+        ssh_config(cell_dir / "ssh_config", devices, ssh_dir)
     try:
         emulator = start_emulator(
             enrollments,
             cell_dir / "dps",
-            host=podman_gateway() if podman_target else "127.0.0.1",
+            host=podman_gateway() if container_target else "127.0.0.1",
             python=sys.executable,
             extra_args=["--quiet"],
         )
     except EmulatorStartError as error:
+        if container_target and not args.keep:
+            stop(hosts)
         raise BenchError(f"the DPS emulator did not start: {error}") from error
     try:
-        if podman_target:
-            start_containers(hosts, args.image, Path(emulator.ca_cert))
+        if container_target:
+            push_to_containers(hosts, Path(emulator.ca_cert))
         b_extra = {"bench_ca_dir": str(ca_dir), "bench_key_type": key_type}
         c_extra = {**b_extra, "bench_dps_endpoint": emulator.url + "/", "bench_id_scope": ID_SCOPE}
         dps_extra = {
             "bench_dps_host": f"{emulator.host}:{emulator.port}",
             "bench_id_scope": ID_SCOPE,
-            "bench_dps_ca": str(PODMAN_ROOT / "dps-ca.pem") if podman_target else str(emulator.ca_cert),
+            "bench_dps_ca": str(PODMAN_ROOT / "dps-ca.pem") if container_target else str(emulator.ca_cert),
         }
         pb = PLAYBOOKS
         for tag in ("first", "rerun"):
@@ -452,8 +501,8 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                 raise BenchError(f"the DPS emulator shows {registered} devices, expected {size}")
     finally:
         emulator.stop()
-        if podman_target and not args.keep:
-            podman("rm", "-f", "-t", "1", *hosts, check=False)
+        if container_target and not args.keep:
+            stop(hosts)
     cell["load_after"] = loadavg()
     cell["phases"] = phases
     cell["ratios"] = cell_ratios(phases)
@@ -566,8 +615,8 @@ def report(results: dict[str, Any]) -> str:
         f"{machine['kernel']}, Python {machine['python']}, {machine['ansible_core']}, {machine['openssl']}, "
         f"cryptography {machine['cryptography']}.  "
     )
-    if settings.get("target") == "podman":
-        out.append(f"Hosts: one podman container per device ({settings['image']}), {settings['ansible_cfg']}.  ")
+    if settings.get("target") in ("podman", "ssh"):
+        out.append(f"Hosts: one container per device ({settings['image']}), {settings['ansible_cfg']}.  ")
     out.append(f"Load average (1/5/15 min) at start {results['load_start']}, at end {results.get('load_end')}.")
     if not results.get("complete", True):
         out.append("")
@@ -716,14 +765,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-dps", action="store_true", help="skip C's DPS phase (e.g. for a 1,000-device C run)")
     parser.add_argument(
         "--target",
-        choices=("local", "podman"),
+        choices=("local", "podman", "ssh"),
         default="local",
-        help="simulated hosts on the controller (default) or one podman container per device",
+        help="simulated hosts on the controller (default), or one container per device driven by the podman "
+        "connection or reached over SSH as pi with sudo",
     )
     parser.add_argument(
         "--image",
         default="localhost/iotfleet-debian:bookworm-amd64-prepared",
-        help="container image for --target podman (make images builds it)",
+        help="container image for --target podman/ssh (make images builds it)",
     )
     parser.add_argument("--profile", action="store_true", help="enable ansible.posix.profile_tasks for B and C")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>.json)")
@@ -811,10 +861,12 @@ def main(argv: list[str]) -> int:
             "repeats": args.repeats,
             "gather_facts": False,
             "target": args.target,
-            "image": args.image if args.target == "podman" else None,
-            "ansible_cfg": "repo ansible.cfg (pipelining on; connection local for every host)"
-            if args.target == "local"
-            else "repo ansible.cfg; containers.podman.podman connection (no pipelining in that plugin)",
+            "image": args.image if args.target != "local" else None,
+            "ansible_cfg": {
+                "local": "repo ansible.cfg (pipelining on; connection local for every host)",
+                "podman": "repo ansible.cfg; containers.podman.podman connection (no pipelining in that plugin)",
+                "ssh": "repo ansible.cfg; ssh as pi with sudo, pipelining on, ControlPersist 60s",
+            }[args.target],
             "dps_emulator": {"retry_after_s": 3, "assignment_delay_s": 1.0},
             "memory": "peak_pss_tree_mib / peak_rss_tree_mib: summed PSS / RSS of the process tree sampled every "
             "0.2 s from /proc; "
