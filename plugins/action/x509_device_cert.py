@@ -1,11 +1,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller half of iotfleet.aziot.x509_device_cert.
 
-1. The module runs on the device (phase `inspect`): ensures the device key, returns its public key,
+1. The module runs on the device (PHASE_INSPECT): ensures the device key, returns its public key,
    a CSR (CN = registration id) and the current certificate.
 2. Here, on the controller: decide whether the certificate must be (re-)issued; if so sign the CSR
    with the CA key, which is read here and never sent anywhere.
-3. The module runs again (phase `install`) only when there is a certificate to write.
+3. The module runs again (PHASE_INSTALL) only when there is a certificate to write.
+
+The module gets only the options the device needs (_device_cert.device_argument_spec()): the CA paths and
+passphrase, the validity and the chain options stay here.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import (
-    CONTROLLER_ONLY,
+    PHASE_INSPECT,
+    PHASE_INSTALL,
     argument_spec,
+    device_argument_spec,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     CRYPTOGRAPHY_IMPORT_ERROR,
@@ -33,9 +38,9 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     load_private_key,
     load_public_key_pem,
     order_chain,
-    registration_id_problem,
     sign_device_certificate,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
 
 MODULE = "iotfleet.aziot.x509_device_cert"
 _INFO_KEYS = ("subject", "issuer", "serial_number", "not_before", "not_after", "sha1_thumbprint", "sha256_thumbprint")
@@ -105,7 +110,7 @@ class ActionModule(ActionBase):
                 f"{MODULE} needs the Python library cryptography on the controller: {CRYPTOGRAPHY_IMPORT_ERROR}"
             )
         registration_id = params["registration_id"]
-        problem = registration_id_problem(registration_id)
+        problem = registration_id_problem(registration_id, certificate_cn=True)
         if problem:
             raise AnsibleActionFail(f"registration_id: {problem}; fix the host's registration id")
         for option in ("valid_days", "renew_before"):
@@ -125,9 +130,9 @@ class ActionModule(ActionBase):
         if ca_chain is not None and not params["full_chain_include_root"] and len(ca_chain) > 1:
             ca_chain = ca_chain[:-1]
 
-        device_args = {k: v for k, v in params.items() if k not in CONTROLLER_ONLY}
+        device_args = {name: params[name] for name in device_argument_spec()}
         inspected = self._execute_module(
-            module_name=MODULE, module_args=dict(device_args, _phase="inspect"), task_vars=task_vars
+            module_name=MODULE, module_args=dict(device_args, _phase=PHASE_INSPECT), task_vars=task_vars
         )
         if inspected.get("failed"):
             return self._strip(inspected)
@@ -197,7 +202,9 @@ class ActionModule(ActionBase):
 
         if install_args and not self._task.check_mode:
             installed = self._execute_module(
-                module_name=MODULE, module_args=dict(device_args, _phase="install", **install_args), task_vars=task_vars
+                module_name=MODULE,
+                module_args=dict(device_args, _phase=PHASE_INSTALL, **install_args),
+                task_vars=task_vars,
             )
             if installed.get("failed"):
                 return self._strip(installed)

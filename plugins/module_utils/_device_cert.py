@@ -1,29 +1,39 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The x509_device_cert argument spec, shared by the action plugin (controller) and the module (device)."""
+"""x509_device_cert's options, split by where they are used, and the phases of the module.
+
+The action plugin (controller) validates every user option (`argument_spec()`), keeps the controller's own
+(`controller_argument_spec()`: CA paths and passphrase, validity, chain) and calls the module on the device with the
+device's options only (`device_argument_spec()`) plus the internal ones (`module_argument_spec()`), like
+ansible-core's copy action plugin with `_original_basename`. The user options are documented in
+plugins/modules/x509_device_cert.py; the internal ones are not (tests/sanity/ignore-*.txt says so).
+"""
 
 from __future__ import annotations
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import DEFAULT_DEVICE_KEY_TYPE, KEY_TYPES
+from ansible_collections.iotfleet.aziot.plugins.module_utils._files import backup_argument_spec
+from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
+    DEFAULT_DEVICE_KEY_TYPE,
+    key_type_argument_spec,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_argument_spec
 
 KEY_POLICIES = ("never", "on_mismatch", "always")
 
-# Options only the controller reads; they are never sent to the device.
-CONTROLLER_ONLY = ("ca_key_passphrase",)
+# The module runs twice per task at most: `inspect` ensures the key and returns a CSR; `install` writes what the
+# controller signed.
+PHASE_INSPECT = "inspect"
+PHASE_INSTALL = "install"
+PHASES = (PHASE_INSPECT, PHASE_INSTALL)
 
 
-def argument_spec() -> dict:
-    """The user-facing options (documented in plugins/modules/x509_device_cert.py)."""
+def device_argument_spec() -> dict:
+    """The user options the module needs on the device (the only ones sent there)."""
     return {
-        "registration_id": {"type": "str", "required": True},
+        **registration_id_argument_spec(),
         "key_path": {"type": "path", "required": True},
         "cert_path": {"type": "path", "required": True},
-        "key_type": {"type": "str", "default": DEFAULT_DEVICE_KEY_TYPE, "choices": list(KEY_TYPES)},
+        **key_type_argument_spec(DEFAULT_DEVICE_KEY_TYPE),
         "regenerate_key": {"type": "str", "default": "never", "choices": list(KEY_POLICIES)},
-        "ca_cert_path": {"type": "path", "required": True},
-        "ca_key_path": {"type": "path", "required": True},
-        "ca_key_passphrase": {"type": "str", "no_log": True},
-        "valid_days": {"type": "int", "default": 365},
-        "renew_before": {"type": "int", "default": 30},
         "key_owner": {"type": "str", "no_log": False},
         "key_group": {"type": "str", "no_log": False},
         "key_mode": {"type": "raw", "default": "0600", "no_log": False},
@@ -32,17 +42,35 @@ def argument_spec() -> dict:
         "cert_mode": {"type": "raw", "default": "0644"},
         "key_dir_mode": {"type": "raw", "no_log": False},
         "cert_dir_mode": {"type": "raw"},
-        "backup": {"type": "bool", "default": False},
+        **backup_argument_spec(),
         "full_chain_path": {"type": "path"},
+    }
+
+
+def controller_argument_spec() -> dict:
+    """The user options only the controller reads: the CA (its key never leaves the controller), the validity of a
+    new certificate, and the chain above the CA. Never sent to the device."""
+    return {
+        "ca_cert_path": {"type": "path", "required": True},
+        "ca_key_path": {"type": "path", "required": True},
+        "ca_key_passphrase": {"type": "str", "no_log": True},
+        "valid_days": {"type": "int", "default": 365},
+        "renew_before": {"type": "int", "default": 30},
         "ca_chain_paths": {"type": "list", "elements": "path", "default": []},
         "full_chain_include_root": {"type": "bool", "default": True},
     }
 
 
+def argument_spec() -> dict:
+    """Every user option (what DOCUMENTATION describes); the action plugin validates the task's arguments with it."""
+    return {**device_argument_spec(), **controller_argument_spec()}
+
+
 def module_argument_spec() -> dict:
-    """The module's spec: the user options plus the two the action plugin fills in."""
-    spec = argument_spec()
-    spec["_phase"] = {"type": "str"}  # inspect | install
-    spec["_certificate"] = {"type": "str"}
-    spec["_full_chain"] = {"type": "str"}
-    return spec
+    """The module's spec on the device: the device options plus the internal ones the action plugin fills in."""
+    return {
+        **device_argument_spec(),
+        "_phase": {"type": "str", "choices": list(PHASES)},
+        "_certificate": {"type": "str"},  # the signed certificate (PEM), for PHASE_INSTALL
+        "_full_chain": {"type": "str"},  # the full chain (PEM), for PHASE_INSTALL
+    }

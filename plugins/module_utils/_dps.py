@@ -35,8 +35,6 @@ RETRY_AFTER_MIN = 1.0
 RETRY_AFTER_MAX = 30.0
 # Poll interval when DPS sends no Retry-After (the SDKs use 2 s).
 DEFAULT_POLL_INTERVAL = 2.0
-MAX_REGISTRATION_ID_LENGTH = 64
-_REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9\-._:]*[A-Za-z0-9\-]$")
 _PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.DOTALL)
 _OID_COMMON_NAME = b"\x55\x04\x03"  # 2.5.4.3
 # Short names of the usual subject attributes, as .NET (and so DPS's subjectName) prints them.
@@ -103,24 +101,7 @@ class Response:
 Transport = t.Callable[[str, str, t.Optional[bytes], dict, float], Response]
 
 
-# --- validation and key material ------------------------------------------------------------------------------
-
-
-def validate_registration_id(registration_id: str) -> str | None:
-    """Return why registration_id breaks the DPS rules, or None when it is valid."""
-    if not registration_id:
-        return "registration_id must not be empty"
-    if len(registration_id) > MAX_REGISTRATION_ID_LENGTH:
-        return (
-            f"registration_id {registration_id!r} is {len(registration_id)} characters long; "
-            f"DPS allows at most {MAX_REGISTRATION_ID_LENGTH}"
-        )
-    if not _REGISTRATION_ID_RE.match(registration_id):
-        return (
-            f"registration_id {registration_id!r} is not valid for DPS: use letters, digits and '-', '.', '_', ':' "
-            "only, and end with a letter, a digit or '-'"
-        )
-    return None
+# --- host and key material ------------------------------------------------------------------------------------
 
 
 def split_provisioning_host(provisioning_host: str) -> tuple[str, int]:
@@ -693,9 +674,20 @@ def dps_connection_argument_spec() -> dict[str, dict[str, t.Any]]:
     )
 
 
-def check_connection_options(params: dict[str, t.Any], subject: str) -> str | None:
-    """Why the shared connection options are unusable (one line), or None."""
+def check_connection_options(module: t.Any, subject: str) -> None:
+    """Fail the module (one line) when the shared connection options are unusable; warn when the DPS server
+    certificate will not be verified."""
     for option in ("timeout", "request_timeout"):
-        if params[option] <= 0:
-            return f"{subject}: {option} must be a positive number of seconds"
-    return None
+        if module.params[option] <= 0:
+            module.fail_json(msg=f"{subject}: {option} must be a positive number of seconds")
+    if not module.params["validate_certs"]:
+        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
+
+
+def fail_with_counts(module: t.Any, client: t.Any, message: str, error: DpsError | None = None, **extra: t.Any) -> None:
+    """Fail the module with the request counts of `client`, what DPS said in `error` (HTTP status, errorCode,
+    trackingId) and the fields of `extra` that are set. Every DPS module fails through here."""
+    if error is not None:
+        extra.update(http_status=error.status, error_code=error.error_code, tracking_id=error.tracking_id)
+    fields = {key: value for key, value in extra.items() if value is not None}
+    module.fail_json(msg=message, attempts=client.attempts, retries=client.retries, **fields)

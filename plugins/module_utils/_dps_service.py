@@ -23,9 +23,12 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     Response,
     RetryLoop,
     Transport,
+    check_connection_options,
     decode_key,
     error_fields,
+    fail_with_counts,
     split_provisioning_host,
+    urls_transport,
 )
 
 SERVICE_API_VERSION = "2021-10-01"
@@ -34,6 +37,8 @@ SERVICE_USER_AGENT = "iotfleet.aziot-dps_service/0.1.0"
 # for a controller clock a few minutes behind DPS's.
 SERVICE_SAS_TTL = 300
 MASK = "********"
+# How many times a write refused with HTTP 412 (the record changed since it was read) is read again and retried.
+MAX_PRECONDITION_RETRIES = 3
 
 ENROLLMENT_GROUPS = "enrollmentGroups"
 ENROLLMENTS = "enrollments"
@@ -216,6 +221,17 @@ class PreconditionFailed(ServiceError):
     """HTTP 412 (the etag is stale: the record changed since it was read), or 409 on create (it exists now)."""
 
 
+class ConcurrentChange(DpsError):
+    """The record changed in DPS between this task's read and its write every time (MAX_PRECONDITION_RETRIES)."""
+
+    def __init__(self, subject: str, what: str, doing: str) -> None:
+        super().__init__(
+            f"{subject}: {what} changed in DPS while this task was {doing} it, {MAX_PRECONDITION_RETRIES + 1} times "
+            "in a row (HTTP 412); this task changed nothing, run it again",
+            status=412,
+        )
+
+
 def explain_service_error(
     error: DpsError,
     subject: str,
@@ -223,7 +239,7 @@ def explain_service_error(
     iot_hubs: list[str] | None = None,
 ) -> str:
     """One line telling the user what DPS refused and what to change."""
-    if error.timed_out or error.status is None:
+    if error.timed_out or error.status is None or isinstance(error, ConcurrentChange):
         return error.message
     code = f" ({error.error_code})" if error.error_code is not None else ""
     answer = f"HTTP {error.status}{code}: {error.detail}"
@@ -443,6 +459,30 @@ class DpsServiceClient:
             raise self.error(response, action, permission)
         return True
 
+    def changed_meanwhile(self, error: PreconditionFailed, attempt: int, doing: str) -> None:
+        """Log that a write was refused because the record changed since it was read; it is read again."""
+        self.retry.log(
+            f"{self.retry.log_name} {self.retry.subject}: HTTP {error.status} on {doing}, the record changed "
+            f"meanwhile; reading it again ({attempt + 1}/{MAX_PRECONDITION_RETRIES})"
+        )
+
+    def delete_current(self, collection: str, record_id: str, dry_run: bool) -> tuple[bool, dict | None]:
+        """Read a record and delete it with If-Match on the etag just read (with `dry_run`, only read it).
+
+        Returns (deleted, the record as read). A record that does not exist, or that someone else deleted between
+        the read and the delete, is not deleted by this call. A record that changed in between (HTTP 412) is read
+        again, at most MAX_PRECONDITION_RETRIES times, then ConcurrentChange.
+        """
+        for attempt in range(MAX_PRECONDITION_RETRIES + 1):
+            record = self.get(collection, record_id)
+            if record is None or dry_run:
+                return record is not None, record
+            try:
+                return self.delete(collection, record_id, record.get("etag") or "*"), record
+            except PreconditionFailed as error:
+                self.changed_meanwhile(error, attempt, "delete")
+        raise ConcurrentChange(self.retry.subject, "the record", "deleting")
+
     def _query(self, path: str, action: str, permission: str, page_size: int, body: dict | None) -> list[dict]:
         """POST a query and follow x-ms-continuation until the last page."""
         records: list[dict] = []
@@ -490,3 +530,36 @@ class DpsServiceClient:
             page_size,
             None,  # service.json declares no body for this query
         )
+
+
+# --- one module run -----------------------------------------------------------------------------------------------
+
+
+def service_client(module: t.Any, subject: str, log_name: str) -> DpsServiceClient:
+    """The client of one service API module run, from the options of dps_connection_argument_spec() and
+    dps_service_auth_argument_spec(). Fails the module (one line) on an unusable option before any request."""
+    params = module.params
+    check_connection_options(module, subject)
+    try:
+        credentials = credentials_from_params(params)
+    except ValueError as error:
+        module.fail_json(msg=f"{subject}: {error}")
+    module.no_log_values.add(credentials.policy_key)
+    transport = urls_transport(
+        ca_path=params["ca_path"], validate_certs=params["validate_certs"], user_agent=SERVICE_USER_AGENT
+    )
+    return DpsServiceClient(
+        credentials,
+        transport,
+        subject,
+        timeout=params["timeout"],
+        request_timeout=params["request_timeout"],
+        log=module.log,
+        log_name=log_name,
+    )
+
+
+def fail_service_error(module: t.Any, client: DpsServiceClient, error: DpsError, iot_hubs: list | None = None) -> None:
+    """Fail the module with what DPS refused, the fix, and the request counts."""
+    message = explain_service_error(error, client.retry.subject, client.credentials, iot_hubs)
+    fail_with_counts(module, client, message, error)

@@ -16,6 +16,11 @@ import re
 import tempfile
 
 
+def backup_argument_spec() -> dict:
+    """The `backup` option; documented once in the doc fragment iotfleet.aziot.backup."""
+    return {"backup": {"type": "bool", "default": False}}
+
+
 def read_file(path: str) -> bytes | None:
     """Content of `path`, or None when it does not exist."""
     try:

@@ -12,6 +12,8 @@ import datetime
 import re
 import traceback
 
+from ansible.module_utils.basic import missing_required_lib
+
 try:
     from cryptography import __version__ as CRYPTOGRAPHY_VERSION
     from cryptography import x509
@@ -33,10 +35,6 @@ KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 DEFAULT_DEVICE_KEY_TYPE = "ec-p256"
 DEFAULT_CA_KEY_TYPE = "rsa-4096"
 
-# DPS registration id rules: up to 64 characters, alphanumerics and - . _ :, and the last
-# character alphanumeric or '-'.
-_REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{0,63}[A-Za-z0-9-]$")
-
 # Backdate notBefore a little so a device whose clock is slightly behind accepts a fresh cert.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -49,19 +47,21 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def registration_id_problem(registration_id: str) -> str | None:
-    """Return why `registration_id` is not a valid DPS registration id, or None when it is."""
-    if not isinstance(registration_id, str) or not registration_id:
-        return "registration id is empty"
-    if len(registration_id) > 64:
-        return f"registration id '{registration_id}' is {len(registration_id)} characters long; DPS allows at most 64"
-    if not _REGISTRATION_ID_RE.match(registration_id):
-        bad = sorted({c for c in registration_id if not (c.isascii() and (c.isalnum() or c in "-._:"))})
-        if bad:
-            shown = ", ".join(repr(c) for c in bad)
-            return f"registration id '{registration_id}' contains {shown}; DPS allows only letters, digits and - . _ :"
-        return f"registration id '{registration_id}' must end with a letter, a digit or '-'"
-    return None
+def require_cryptography(module) -> None:
+    """Fail the module, in the same words everywhere, when python cryptography cannot be imported.
+
+    The requirement is documented once, in the doc fragment iotfleet.aziot.cryptography.
+    """
+    if not HAS_CRYPTOGRAPHY:
+        module.fail_json(
+            msg=missing_required_lib("cryptography") + " (on Debian: apt install python3-cryptography)",
+            exception=CRYPTOGRAPHY_IMPORT_ERROR,
+        )
+
+
+def key_type_argument_spec(default: str) -> dict:
+    """The `key_type` option; its choices are documented once in the doc fragment iotfleet.aziot.key_type."""
+    return {"key_type": {"type": "str", "default": default, "choices": list(KEY_TYPES)}}
 
 
 # --------------------------------------------------------------------------------------------

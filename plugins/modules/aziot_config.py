@@ -29,11 +29,13 @@ description:
     I(device_id_pk_uri)) over inline keys.
 author: iotfleet developers (@iotfleet)
 requirements:
-  - tomlkit (Debian package C(python3-tomlkit)) on the managed device
-  - cryptography (Debian package C(python3-cryptography)) for the certificate CN check; skipped with a warning
-    when missing
+  - tomlkit on the host that runs the module (Debian and Raspberry Pi OS package C(python3-tomlkit))
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - action_common_attributes.files
+  - ansible.builtin.files
+  - iotfleet.aziot.backup
+  - iotfleet.aziot.cryptography
 attributes:
   check_mode:
     support: full
@@ -43,6 +45,12 @@ attributes:
       C(SharedAccessKey) masked as C(********).
   platform:
     platforms: posix
+  safe_file_operations:
+    support: full
+    details: Writes through a temporary file in the same directory that gets its owner, group and mode before it
+      is renamed into place.
+  vault:
+    support: none
 options:
   path:
     description: Path of the super-config file. It is created when missing (its directory must exist).
@@ -102,6 +110,7 @@ options:
             description:
               - Inline base64 symmetric key for C(symmetric_key). Written in clear into the file; prefer
                 I(symmetric_key_uri).
+              - Mutually exclusive with I(symmetric_key_uri).
             type: str
           symmetric_key_uri:
             description: Symmetric key file (absolute path or C(file://) URI) or C(pkcs11:) URI.
@@ -125,7 +134,9 @@ options:
             required: true
             choices: [sas, x509]
           device_id_pk:
-            description: Inline base64 device key for C(sas). Prefer I(device_id_pk_uri).
+            description:
+              - Inline base64 device key for C(sas). Prefer I(device_id_pk_uri).
+              - Mutually exclusive with I(device_id_pk_uri).
             type: str
           device_id_pk_uri:
             description: Device key file (absolute path or C(file://) URI) or C(pkcs11:) URI for C(sas).
@@ -211,13 +222,10 @@ options:
   validate_cert_cn:
     description:
       - For DPS C(x509), fail when the readable I(identity_cert) has a CN different from I(registration_id).
-      - Skipped with a warning when the certificate is not readable or python cryptography is missing.
+      - Skipped with a warning when the certificate is not readable or python cryptography is missing (it is needed
+        for this check only).
     type: bool
     default: true
-  backup:
-    description: Keep a timestamped copy of the old file when it changes.
-    type: bool
-    default: false
   owner:
     description: Owner of the file.
     type: str
@@ -315,20 +323,27 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot import (
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_options import desired_from_options
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_schema import (
+    AUTO_REPROVISIONING_MODES,
+    PRODUCTS,
+    PROVISIONING_SOURCES,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_toml import (
     HAS_TOMLKIT,
     TOMLKIT_IMPORT_ERROR,
-    ConfigError,
     TomlSyntaxError,
-    check_registration_id_matches_cert,
-    desired_from_options,
     mask_secrets,
     masked_text,
     merge_config,
     parse_toml,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_validation import (
+    ConfigError,
+    check_registration_id_matches_cert,
     unwrap,
 )
-from ansible_collections.iotfleet.aziot.plugins.module_utils._files import write_file_atomic
+from ansible_collections.iotfleet.aziot.plugins.module_utils._files import backup_argument_spec, write_file_atomic
 
 
 def argument_spec() -> dict:
@@ -338,11 +353,11 @@ def argument_spec() -> dict:
     }
     return {
         "path": {"type": "path", "default": "/etc/aziot/config.toml"},
-        "product": {"type": "str", "choices": ["edge", "identity_service"], "default": "edge"},
+        "product": {"type": "str", "choices": list(PRODUCTS), "default": "edge"},
         "provisioning": {
             "type": "dict",
             "options": {
-                "source": {"type": "str", "required": True, "choices": ["dps", "manual", "none"]},
+                "source": {"type": "str", "required": True, "choices": list(PROVISIONING_SOURCES)},
                 "global_endpoint": {"type": "str"},
                 "id_scope": {"type": "str"},
                 "payload_uri": {"type": "str"},
@@ -355,6 +370,7 @@ def argument_spec() -> dict:
                         "symmetric_key": {"type": "str", "no_log": True},
                         "symmetric_key_uri": {"type": "str", "no_log": False},
                     },
+                    "mutually_exclusive": [("symmetric_key", "symmetric_key_uri")],
                 },
                 "connection_string": {"type": "str", "no_log": True},
                 "iothub_hostname": {"type": "str"},
@@ -367,12 +383,13 @@ def argument_spec() -> dict:
                         "device_id_pk_uri": {"type": "str", "no_log": False},
                         **identity,
                     },
+                    "mutually_exclusive": [("device_id_pk", "device_id_pk_uri")],
                 },
             },
         },
         "hostname": {"type": "str"},
         "cloud_timeout_sec": {"type": "int"},
-        "auto_reprovisioning_mode": {"type": "str", "choices": ["Dynamic", "AlwaysOnStartup", "OnErrorOnly"]},
+        "auto_reprovisioning_mode": {"type": "str", "choices": list(AUTO_REPROVISIONING_MODES)},
         "agent": {
             "type": "dict",
             "options": {
@@ -404,7 +421,8 @@ def argument_spec() -> dict:
         "trust_bundle_cert": {"type": "str"},
         "settings": {"type": "dict", "default": {}},
         "validate_cert_cn": {"type": "bool", "default": True},
-        "backup": {"type": "bool", "default": False},
+        **backup_argument_spec(),
+        # The file may hold a key: root-only by default (add_file_common_args adds the rest of the file options).
         "owner": {"type": "str", "default": "root"},
         "group": {"type": "str", "default": "root"},
         "mode": {"type": "raw", "default": "0600"},
@@ -422,26 +440,14 @@ def read_existing(module: AnsibleModule, path: str) -> str:
     return ""  # not reached
 
 
-def write_atomically(module: AnsibleModule, path: str, text: str) -> None:
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        module.fail_json(msg=f"{path}: directory {directory} does not exist; install aziot-edge or create it first")
-    # The temporary file gets the final owner/group/mode before it is renamed over `path` (the content may hold a
-    # symmetric key: a new file is never readable by others, not even for a moment, and a run killed midway leaves
-    # no empty or half-written config.toml); a read-only or full filesystem fails in one line, the old file intact.
-    write_file_atomic(module, path, to_bytes(text), module.load_file_common_arguments(module.params))
+def ensure_config(module: AnsibleModule) -> dict:
+    """Merge the options into the file, validate, write it when its text changes; return the module result.
 
-
-def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if not HAS_TOMLKIT:
-        module.fail_json(msg=missing_required_lib("tomlkit"), exception=TOMLKIT_IMPORT_ERROR)
-
+    A syntax error in the file or an invalid result fails the module (the file is not changed).
+    """
     path = module.params["path"]
-    product = module.params["product"]
     before = read_existing(module, path)
     warnings: list[str] = []
-
     try:
         existing = unwrap(parse_toml(before))
     except TomlSyntaxError as exc:
@@ -458,47 +464,50 @@ def main() -> None:
 
     try:
         desired = desired_from_options(module.params, existing)
-        result = merge_config(before, desired, product=product, validate=validate)
+        merged = merge_config(before, desired, product=module.params["product"], validate=validate)
     except ConfigError as exc:
         module.fail_json(msg=exc.format(path) + " (the file was not changed)", option=exc.option_path)
 
     for warning in warnings:
         module.warn(warning)
-    if result.removed:
-        module.warn(
-            f"{path}: removed keys of the previous provisioning variant: {', '.join(result.removed)}",
-        )
+    if merged.removed:
+        module.warn(f"{path}: removed keys of the previous provisioning variant: {', '.join(merged.removed)}")
 
-    content_changed = result.changed
-    backup_file = None
-    if content_changed and not module.check_mode:
-        if module.params["backup"] and os.path.exists(path):
-            backup_file = module.backup_local(path)
-        write_atomically(module, path, result.after)
-
-    changed = content_changed
     file_args = module.load_file_common_arguments(module.params)
-    if os.path.exists(path):
-        changed = module.set_fs_attributes_if_different(file_args, changed)
-    elif module.check_mode:
-        changed = True
-
-    output = {
-        "changed": changed,
-        "content_changed": content_changed,
-        "config": mask_secrets(unwrap(result.document)),
-        "removed_keys": result.removed,
+    result = {
+        "changed": merged.changed,
+        "content_changed": merged.changed,
+        "config": mask_secrets(unwrap(merged.document)),
+        "removed_keys": merged.removed,
     }
-    if backup_file:
-        output["backup_file"] = backup_file
+    if merged.changed and not module.check_mode:
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            module.fail_json(msg=f"{path}: directory {directory} does not exist; install aziot-edge or create it first")
+        # The temporary file gets the final owner/group/mode before it is renamed over `path` (the content may hold
+        # a symmetric key); a read-only or full filesystem fails in one line, the old file intact.
+        backup = write_file_atomic(module, path, to_bytes(merged.after), file_args, module.params["backup"])
+        if backup:
+            result["backup_file"] = backup
+    if os.path.exists(path):
+        result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    elif module.check_mode:
+        result["changed"] = True
     if module._diff:
-        output["diff"] = {
-            "before": masked_text(result.before),
-            "after": masked_text(result.after),
+        result["diff"] = {
+            "before": masked_text(merged.before),
+            "after": masked_text(merged.after),
             "before_header": path,
             "after_header": path,
         }
-    module.exit_json(**output)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), add_file_common_args=True, supports_check_mode=True)
+    if not HAS_TOMLKIT:
+        module.fail_json(msg=missing_required_lib("tomlkit"), exception=TOMLKIT_IMPORT_ERROR)
+    module.exit_json(**ensure_config(module))
 
 
 if __name__ == "__main__":

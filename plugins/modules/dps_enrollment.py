@@ -314,11 +314,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     DpsError,
-    check_connection_options,
     decode_key,
     dps_connection_argument_spec,
-    urls_transport,
-    validate_registration_id,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_enrollment import (
     DesiredEnrollment,
@@ -335,20 +332,20 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_enrollment imp
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     ENROLLMENTS,
+    MAX_PRECONDITION_RETRIES,
     SERVICE_AUTH_MUTUALLY_EXCLUSIVE,
     SERVICE_AUTH_REQUIRED_ONE_OF,
     SERVICE_AUTH_REQUIRED_TOGETHER,
-    SERVICE_USER_AGENT,
+    ConcurrentChange,
     DpsServiceClient,
     PreconditionFailed,
-    credentials_from_params,
     dps_service_auth_argument_spec,
-    explain_service_error,
+    fail_service_error,
     mask_record,
+    service_client,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
 
-# How many times a write refused with HTTP 412 (the enrollment changed since it was read) is re-read and retried.
-MAX_PRECONDITION_RETRIES = 3
 _ATTESTATION_OPTIONS = (
     "primary_certificate",
     "secondary_certificate",
@@ -360,8 +357,7 @@ _ATTESTATION_OPTIONS = (
 
 
 def argument_spec() -> dict:
-    spec = dps_connection_argument_spec()
-    spec.update(dps_service_auth_argument_spec())
+    spec = {**dps_connection_argument_spec(), **dps_service_auth_argument_spec()}
     spec.update(
         enrollment_group_id=dict(type="str"),
         registration_id=dict(type="str"),
@@ -486,7 +482,7 @@ def diff_result(before: dict, after: dict, subject: str) -> dict:
 
 
 class Runner:
-    """One run of the module: the client, the results common to every exit, and the two states."""
+    """One run of the module: the client, the results common to every outcome, and the two states."""
 
     def __init__(self, module: AnsibleModule, client: DpsServiceClient, subject: str, collection: str, record_id: str):
         self.module = module
@@ -495,7 +491,7 @@ class Runner:
         self.collection = collection
         self.record_id = record_id
 
-    def exit(self, changed: bool, record: dict | None, paths: list[str], diff: dict | None = None, **extra) -> None:
+    def result(self, changed: bool, record: dict | None, paths: list[str], diff: dict | None = None, **extra) -> dict:
         result = dict(
             changed=changed,
             enrollment=mask_record(record) if record else {},
@@ -507,43 +503,31 @@ class Runner:
         )
         if diff is not None and self.module._diff:
             result["diff"] = diff
-        self.module.exit_json(**result)
-
-    def conflict(self) -> None:
-        self.module.fail_json(
-            msg=f"{self.subject}: the enrollment changed in DPS while this task was writing it, "
-            f"{MAX_PRECONDITION_RETRIES + 1} times in a row (HTTP 412); this task changed nothing, run it again",
-            http_status=412,
-            attempts=self.client.attempts,
-            retries=self.client.retries,
-        )
+        return result
 
     def with_keys(self, record: dict) -> dict:
         return with_attestation(record, self.client.attestation_mechanism(self.collection, self.record_id))
 
-    def present(self, desired: DesiredEnrollment) -> None:
+    def present(self, desired: DesiredEnrollment) -> dict:
         for attempt in range(MAX_PRECONDITION_RETRIES + 1):
             record = self.client.get(self.collection, self.record_id)
             if needs_keys(desired, record, will_write=False):
                 record = self.with_keys(record)
             paths = differences(desired, record) if record is not None else set_paths(desired)
             if not paths:
-                self.exit(False, record, [])
+                return self.result(False, record, [])
             if record is not None and needs_keys(desired, record, will_write=True):
                 record = self.with_keys(record)
             body = build_body(desired, record)
             before, after = diff_views(desired, record, body)
             diff = diff_result(before, after, self.subject)
             if self.module.check_mode:
-                self.exit(True, record, paths, diff)
+                return self.result(True, record, paths, diff)
             etag = (record.get("etag") or "*") if record is not None else None
             try:
                 answer = self.client.put(self.collection, self.record_id, body, etag)
             except PreconditionFailed as error:
-                self.module.log(
-                    f"dps_enrollment {self.subject}: HTTP {error.status} on write, the enrollment changed "
-                    f"meanwhile; reading it again ({attempt + 1}/{MAX_PRECONDITION_RETRIES})"
-                )
+                self.client.changed_meanwhile(error, attempt, "write")
                 continue
             if answer is None:
                 answer = self.client.get(self.collection, self.record_id) or {}
@@ -553,8 +537,8 @@ class Runner:
                 if generated:
                     extra["generated_keys"] = generated
             self.warn_leftovers(desired, answer)
-            self.exit(True, answer, paths, diff, **extra)
-        self.conflict()
+            return self.result(True, answer, paths, diff, **extra)
+        raise ConcurrentChange(self.subject, "the enrollment", "writing")
 
     def generated_keys(self, desired: DesiredEnrollment, answer: dict) -> dict[str, str]:
         """The keys DPS generated on create (the ones the user did not give), from the answer or the attestation."""
@@ -578,25 +562,38 @@ class Runner:
                 "sent; the next run will report a change again"
             )
 
-    def absent(self) -> None:
-        for attempt in range(MAX_PRECONDITION_RETRIES + 1):
-            record = self.client.get(self.collection, self.record_id)
-            if record is None:
-                self.exit(False, None, [])
-            diff = diff_result(summarise(record), {}, self.subject)
-            if self.module.check_mode:
-                self.exit(True, record, ["enrollment"], diff)
-            try:
-                deleted = self.client.delete(self.collection, self.record_id, record.get("etag") or "*")
-            except PreconditionFailed as error:
-                self.module.log(
-                    f"dps_enrollment {self.subject}: HTTP {error.status} on delete, the enrollment changed "
-                    f"meanwhile; reading it again ({attempt + 1}/{MAX_PRECONDITION_RETRIES})"
-                )
-                continue
-            # Gone already (deleted by someone else between the read and the delete): not this task's change.
-            self.exit(deleted, None, ["enrollment"] if deleted else [], diff if deleted else None)
-        self.conflict()
+    def absent(self) -> dict:
+        deleted, record = self.client.delete_current(self.collection, self.record_id, self.module.check_mode)
+        if not deleted:
+            return self.result(False, None, [])
+        return self.result(
+            True,
+            None if not self.module.check_mode else record,
+            ["enrollment"],
+            diff_result(summarise(record), {}, self.subject),
+        )
+
+
+def ensure_enrollment(module: AnsibleModule) -> dict:
+    """Make the enrollment what the options say (or delete it); return the module result."""
+    params = module.params
+    group = params["enrollment_group_id"] is not None
+    record_id = params["enrollment_group_id"] if group else params["registration_id"]
+    subject = f"enrollment group {record_id}" if group else f"individual enrollment {record_id}"
+    if not record_id.strip():
+        module.fail_json(msg=f"{'enrollment_group_id' if group else 'registration_id'} must not be empty")
+    if not group:
+        problem = registration_id_problem(record_id, certificate_cn=params["attestation"] == "x509")
+        if problem:
+            module.fail_json(msg=f"{subject}: {problem}")
+    desired = desired_state(module, subject) if params["state"] == "present" else None
+    client = service_client(module, subject, "dps_enrollment")
+    runner = Runner(module, client, subject, ENROLLMENT_GROUPS if group else ENROLLMENTS, record_id)
+    try:
+        return runner.present(desired) if desired is not None else runner.absent()
+    except DpsError as error:
+        fail_service_error(module, client, error, params["iot_hubs"])
+    return {}  # not reached: fail_json exits
 
 
 def main() -> None:
@@ -614,53 +611,7 @@ def main() -> None:
         required_together=SERVICE_AUTH_REQUIRED_TOGETHER,
         required_if=[("state", "present", ("attestation",)), ("allocation_policy", "custom", ("custom_allocation",))],
     )
-    params = module.params
-    group = params["enrollment_group_id"] is not None
-    record_id = params["enrollment_group_id"] if group else params["registration_id"]
-    subject = f"enrollment group {record_id}" if group else f"individual enrollment {record_id}"
-    if not record_id.strip():
-        module.fail_json(msg=f"{'enrollment_group_id' if group else 'registration_id'} must not be empty")
-    if not group:
-        problem = validate_registration_id(record_id)
-        if problem:
-            module.fail_json(msg=f"{subject}: {problem}")
-    problem = check_connection_options(params, subject)
-    if problem:
-        module.fail_json(msg=problem)
-    try:
-        credentials = credentials_from_params(params)
-    except ValueError as error:
-        module.fail_json(msg=f"{subject}: {error}")
-    module.no_log_values.add(credentials.policy_key)
-    if not params["validate_certs"]:
-        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
-    desired = desired_state(module, subject) if params["state"] == "present" else None
-
-    client = DpsServiceClient(
-        credentials,
-        urls_transport(
-            ca_path=params["ca_path"], validate_certs=params["validate_certs"], user_agent=SERVICE_USER_AGENT
-        ),
-        subject,
-        timeout=params["timeout"],
-        request_timeout=params["request_timeout"],
-        log=module.log,
-        log_name="dps_enrollment",
-    )
-    runner = Runner(module, client, subject, ENROLLMENT_GROUPS if group else ENROLLMENTS, record_id)
-    try:
-        if desired is not None:
-            runner.present(desired)
-        else:
-            runner.absent()
-    except DpsError as error:
-        extra = dict(http_status=error.status, error_code=error.error_code, tracking_id=error.tracking_id)
-        module.fail_json(
-            msg=explain_service_error(error, subject, credentials, params["iot_hubs"]),
-            attempts=client.attempts,
-            retries=client.retries,
-            **{key: value for key, value in extra.items() if value is not None},
-        )
+    module.exit_json(**ensure_enrollment(module))
 
 
 if __name__ == "__main__":

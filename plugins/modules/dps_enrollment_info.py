@@ -170,12 +170,7 @@ from collections import Counter
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
-    DpsError,
-    check_connection_options,
-    dps_connection_argument_spec,
-    urls_transport,
-)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsError, dps_connection_argument_spec
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     ENROLLMENTS,
@@ -183,12 +178,10 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import
     SERVICE_AUTH_MUTUALLY_EXCLUSIVE,
     SERVICE_AUTH_REQUIRED_ONE_OF,
     SERVICE_AUTH_REQUIRED_TOGETHER,
-    SERVICE_USER_AGENT,
-    DpsServiceClient,
-    credentials_from_params,
     dps_service_auth_argument_spec,
-    explain_service_error,
+    fail_service_error,
     mask_record,
+    service_client,
 )
 
 # kind option -> (DPS collection, result key)
@@ -200,15 +193,61 @@ KINDS = {
 
 
 def argument_spec() -> dict:
-    spec = dps_connection_argument_spec()
-    spec.update(dps_service_auth_argument_spec())
-    spec.update(
-        kind=dict(type="str", required=True, choices=list(KINDS)),
-        id=dict(type="str"),
-        enrollment_group_id=dict(type="str"),
-        page_size=dict(type="int", default=100),
-    )
-    return spec
+    return {
+        **dps_connection_argument_spec(),
+        **dps_service_auth_argument_spec(),
+        "kind": {"type": "str", "required": True, "choices": list(KINDS)},
+        "id": {"type": "str"},
+        "enrollment_group_id": {"type": "str"},
+        "page_size": {"type": "int", "default": 100},
+    }
+
+
+def subject_of(params: dict) -> str:
+    """What the task reads, as its messages name it."""
+    kind = params["kind"].replace("_", " ")
+    if params["id"] is not None:
+        return f"{kind} {params['id']}"
+    if params["enrollment_group_id"] is not None:
+        return f"registrations of enrollment group {params['enrollment_group_id']}"
+    return f"{kind}s"
+
+
+def read_records(module: AnsibleModule) -> dict:
+    """Read the one record or list them all; return the module result."""
+    params = module.params
+    kind = params["kind"]
+    collection, result_key = KINDS[kind]
+    record_id = params["id"]
+    group_id = params["enrollment_group_id"]
+    subject = subject_of(params)
+    if group_id is not None and kind != "registration":
+        module.fail_json(msg=f"{subject}: enrollment_group_id is for kind=registration; use id to read one {kind}")
+    for option in ("id", "enrollment_group_id"):
+        if params[option] is not None and not params[option].strip():
+            module.fail_json(msg=f"{option} must not be empty")
+    if params["page_size"] <= 0:
+        module.fail_json(msg=f"{subject}: page_size must be a positive number")
+    client = service_client(module, subject, "dps_enrollment_info")
+    try:
+        if record_id is not None:
+            record = client.get(collection, record_id)
+            records = [record] if record is not None else []
+        elif kind == "registration":
+            records = client.query_registrations(group_id, params["page_size"])
+        else:
+            records = client.query_enrollments(collection, params["page_size"])
+    except DpsError as error:
+        fail_service_error(module, client, error)
+    result = {
+        "changed": False,
+        result_key: [mask_record(record) for record in records],
+        "attempts": client.attempts,
+        "retries": client.retries,
+    }
+    if kind == "registration":
+        result["status_counts"] = dict(Counter(str(record.get("status") or "unknown") for record in records))
+    return result
 
 
 def main() -> None:
@@ -220,67 +259,7 @@ def main() -> None:
         required_together=SERVICE_AUTH_REQUIRED_TOGETHER,
         required_if=[("kind", "registration", ("id", "enrollment_group_id"), True)],
     )
-    params = module.params
-    kind = params["kind"]
-    collection, result_key = KINDS[kind]
-    record_id = params["id"]
-    group_id = params["enrollment_group_id"]
-    if record_id is not None:
-        subject = f"{kind.replace('_', ' ')} {record_id}"
-    elif group_id is not None:
-        subject = f"registrations of enrollment group {group_id}"
-    else:
-        subject = f"{kind.replace('_', ' ')}s"
-    if group_id is not None and kind != "registration":
-        module.fail_json(msg=f"{subject}: enrollment_group_id is for kind=registration; use id to read one {kind}")
-    for option, value in (("id", record_id), ("enrollment_group_id", group_id)):
-        if value is not None and not value.strip():
-            module.fail_json(msg=f"{option} must not be empty")
-    if params["page_size"] <= 0:
-        module.fail_json(msg=f"{subject}: page_size must be a positive number")
-    problem = check_connection_options(params, subject)
-    if problem:
-        module.fail_json(msg=problem)
-    try:
-        credentials = credentials_from_params(params)
-    except ValueError as error:
-        module.fail_json(msg=f"{subject}: {error}")
-    module.no_log_values.add(credentials.policy_key)
-    if not params["validate_certs"]:
-        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
-
-    client = DpsServiceClient(
-        credentials,
-        urls_transport(
-            ca_path=params["ca_path"], validate_certs=params["validate_certs"], user_agent=SERVICE_USER_AGENT
-        ),
-        subject,
-        timeout=params["timeout"],
-        request_timeout=params["request_timeout"],
-        log=module.log,
-        log_name="dps_enrollment_info",
-    )
-    try:
-        if record_id is not None:
-            record = client.get(collection, record_id)
-            records = [record] if record is not None else []
-        elif kind == "registration":
-            records = client.query_registrations(group_id, params["page_size"])
-        else:
-            records = client.query_enrollments(collection, params["page_size"])
-    except DpsError as error:
-        extra = dict(http_status=error.status, error_code=error.error_code, tracking_id=error.tracking_id)
-        module.fail_json(
-            msg=explain_service_error(error, subject, credentials),
-            attempts=client.attempts,
-            retries=client.retries,
-            **{key: value for key, value in extra.items() if value is not None},
-        )
-        return
-    result = {result_key: [mask_record(record) for record in records]}
-    if kind == "registration":
-        result["status_counts"] = dict(Counter(str(record.get("status") or "unknown") for record in records))
-    module.exit_json(changed=False, attempts=client.attempts, retries=client.retries, **result)
+    module.exit_json(**read_records(module))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ author: iotfleet developers (@iotfleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - iotfleet.aziot.dps
+  - iotfleet.aziot.registration_id
 attributes:
   check_mode:
     support: full
@@ -33,13 +34,6 @@ attributes:
 options:
   id_scope:
     description: The DPS ID scope, for example V(0ne00000000).
-    type: str
-    required: true
-  registration_id:
-    description:
-      - The registration id. For X.509 attestation it must equal the device certificate's subject CN.
-      - At most 64 characters; letters, digits and V(-), V(.), V(_), V(:); the last character a letter, a digit or
-        V(-).
     type: str
     required: true
   provisioning_host:
@@ -201,32 +195,35 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     derive_device_key,
     dps_connection_argument_spec,
     explain_error,
+    fail_with_counts,
     is_already_assigned,
     pem_certificates,
     split_provisioning_host,
     thumbprints,
     urls_transport,
-    validate_registration_id,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import (
+    registration_id_argument_spec,
+    registration_id_problem,
 )
 
 
 def argument_spec() -> dict:
-    spec = dps_connection_argument_spec()
-    spec.update(
-        id_scope=dict(type="str", required=True),
-        registration_id=dict(type="str", required=True),
-        provisioning_host=dict(type="str", default=DEFAULT_PROVISIONING_HOST),
-        api_version=dict(type="str", default=DEFAULT_API_VERSION, choices=list(API_VERSIONS)),
-        attestation=dict(type="str", default="x509", choices=["x509", "symmetric_key"]),
-        client_cert=dict(type="path"),
-        client_key=dict(type="path", no_log=False),
-        symmetric_key=dict(type="str", no_log=True),
-        group_key=dict(type="str", no_log=True),
-        sas_ttl=dict(type="int", default=3600),
-        payload=dict(type="dict"),
-        force=dict(type="bool", default=False),
-    )
-    return spec
+    return {
+        **dps_connection_argument_spec(),
+        **registration_id_argument_spec(),
+        "id_scope": {"type": "str", "required": True},
+        "provisioning_host": {"type": "str", "default": DEFAULT_PROVISIONING_HOST},
+        "api_version": {"type": "str", "default": DEFAULT_API_VERSION, "choices": list(API_VERSIONS)},
+        "attestation": {"type": "str", "default": "x509", "choices": ["x509", "symmetric_key"]},
+        "client_cert": {"type": "path"},
+        "client_key": {"type": "path", "no_log": False},
+        "symmetric_key": {"type": "str", "no_log": True},
+        "group_key": {"type": "str", "no_log": True},
+        "sas_ttl": {"type": "int", "default": 3600},
+        "payload": {"type": "dict"},
+        "force": {"type": "bool", "default": False},
+    }
 
 
 def read_text(module: AnsibleModule, option: str) -> str:
@@ -294,6 +291,96 @@ def summary(operation_or_state: dict | None) -> dict:
     return result
 
 
+def check_options(module: AnsibleModule) -> None:
+    """Refuse, in one line and before anything is sent, options DPS would refuse or that cannot work."""
+    params = module.params
+    registration_id = params["registration_id"]
+    problem = registration_id_problem(registration_id, certificate_cn=params["attestation"] == "x509")
+    if problem:
+        module.fail_json(msg=problem)
+    if not params["id_scope"].strip():
+        module.fail_json(msg=f"{registration_id}: id_scope must not be empty")
+    try:
+        split_provisioning_host(params["provisioning_host"])
+    except ValueError as error:
+        module.fail_json(msg=f"{registration_id}: {error}")
+    check_connection_options(module, registration_id)
+    if params["sas_ttl"] <= 0:
+        module.fail_json(msg=f"{registration_id}: sas_ttl must be a positive number of seconds")
+
+
+def device_key(module: AnsibleModule) -> str:
+    """The symmetric key to sign with: the given one, or the one derived from the group key."""
+    params = module.params
+    try:
+        if params["group_key"] is not None:
+            return derive_device_key(params["group_key"], params["registration_id"])
+        decode_key(params["symmetric_key"], "symmetric_key")
+    except ValueError as error:
+        module.fail_json(msg=f"{params['registration_id']}: {error}")
+    return params["symmetric_key"]
+
+
+def register(module: AnsibleModule) -> dict:
+    """Look the registration up, register unless DPS already has it (nothing in check mode); return the result."""
+    check_options(module)
+    params = module.params
+    registration_id = params["registration_id"]
+    attestation = params["attestation"]
+    x509 = attestation == "x509"
+    leaf_thumbprints, chain_length = x509_material(module) if x509 else (None, None)
+    client = DpsClient(
+        id_scope=params["id_scope"].strip(),
+        registration_id=registration_id,
+        transport=urls_transport(
+            client_cert=params["client_cert"] if x509 else None,
+            client_key=params["client_key"] if x509 else None,
+            ca_path=params["ca_path"],
+            validate_certs=params["validate_certs"],
+        ),
+        provisioning_host=params["provisioning_host"],
+        api_version=params["api_version"],
+        device_key=None if x509 else device_key(module),
+        sas_ttl=params["sas_ttl"],
+        timeout=params["timeout"],
+        request_timeout=params["request_timeout"],
+        log=module.log,
+    )
+    try:
+        state = client.status_lookup()
+        if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
+            return dict(summary(state), changed=False, attempts=client.attempts, retries=client.retries)
+        if module.check_mode:
+            return dict(summary(state), changed=True, attempts=client.attempts, retries=client.retries)
+        operation = client.register(params["payload"])
+    except DpsError as error:
+        fail_with_counts(module, client, explain_error(error, registration_id, attestation, chain_length), error)
+
+    result = summary(operation)
+    result["operation_id"] = operation.get("operationId")
+    registration_state = result["registration_state"]
+    if result["status"] == "disabled":
+        reason = registration_state.get("errorMessage")
+        because = f" ({reason})" if reason else ""
+        fail_with_counts(
+            module,
+            client,
+            f"{registration_id}: enrollment is disabled in DPS{because}; enable the enrollment (or this device's "
+            "registration) in DPS and run again",
+            **result,
+        )
+    if result["status"] != "assigned":
+        fail_with_counts(
+            module,
+            client,
+            f"{registration_id}: DPS registration {result['status']} "
+            f"(errorCode {registration_state.get('errorCode', 'none')}): "
+            f"{registration_state.get('errorMessage') or 'no error message'}",
+            **result,
+        )
+    return dict(result, changed=True, attempts=client.attempts, retries=client.retries)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -304,99 +391,7 @@ def main() -> None:
             ("attestation", "symmetric_key", ("symmetric_key", "group_key"), True),
         ],
     )
-    params = module.params
-    registration_id = params["registration_id"]
-    problem = validate_registration_id(registration_id)
-    if problem:
-        module.fail_json(msg=problem)
-    if not params["id_scope"].strip():
-        module.fail_json(msg=f"{registration_id}: id_scope must not be empty")
-    try:
-        split_provisioning_host(params["provisioning_host"])
-    except ValueError as error:
-        module.fail_json(msg=f"{registration_id}: {error}")
-    problem = check_connection_options(params, registration_id)
-    if problem:
-        module.fail_json(msg=problem)
-    if params["sas_ttl"] <= 0:
-        module.fail_json(msg=f"{registration_id}: sas_ttl must be a positive number of seconds")
-    if not params["validate_certs"]:
-        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
-
-    attestation = params["attestation"]
-    leaf_thumbprints = None
-    chain_length = None
-    device_key = None
-    if attestation == "x509":
-        leaf_thumbprints, chain_length = x509_material(module)
-    else:
-        try:
-            if params["group_key"] is not None:
-                device_key = derive_device_key(params["group_key"], registration_id)
-            else:
-                decode_key(params["symmetric_key"], "symmetric_key")
-                device_key = params["symmetric_key"]
-        except ValueError as error:
-            module.fail_json(msg=f"{registration_id}: {error}")
-
-    client = DpsClient(
-        id_scope=params["id_scope"].strip(),
-        registration_id=registration_id,
-        transport=urls_transport(
-            client_cert=params["client_cert"] if attestation == "x509" else None,
-            client_key=params["client_key"] if attestation == "x509" else None,
-            ca_path=params["ca_path"],
-            validate_certs=params["validate_certs"],
-        ),
-        provisioning_host=params["provisioning_host"],
-        api_version=params["api_version"],
-        device_key=device_key,
-        sas_ttl=params["sas_ttl"],
-        timeout=params["timeout"],
-        request_timeout=params["request_timeout"],
-        log=module.log,
-    )
-
-    def fail(message: str, **extra) -> None:
-        extra = {key: value for key, value in extra.items() if value is not None}
-        module.fail_json(msg=message, attempts=client.attempts, retries=client.retries, **extra)
-
-    try:
-        state = client.status_lookup()
-        if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
-            module.exit_json(changed=False, attempts=client.attempts, retries=client.retries, **summary(state))
-        if module.check_mode:
-            result = summary(state)
-            module.exit_json(changed=True, attempts=client.attempts, retries=client.retries, **result)
-        operation = client.register(params["payload"])
-    except DpsError as error:
-        fail(
-            explain_error(error, registration_id, attestation, chain_length),
-            http_status=error.status,
-            error_code=error.error_code,
-            tracking_id=error.tracking_id,
-        )
-        return
-
-    result = summary(operation)
-    result["operation_id"] = operation.get("operationId")
-    registration_state = result["registration_state"]
-    if result["status"] == "disabled":
-        reason = registration_state.get("errorMessage")
-        because = f" ({reason})" if reason else ""
-        fail(
-            f"{registration_id}: enrollment is disabled in DPS{because}; enable the enrollment (or this device's "
-            "registration) in DPS and run again",
-            **result,
-        )
-    if result["status"] != "assigned":
-        fail(
-            f"{registration_id}: DPS registration {result['status']} "
-            f"(errorCode {registration_state.get('errorCode', 'none')}): "
-            f"{registration_state.get('errorMessage') or 'no error message'}",
-            **result,
-        )
-    module.exit_json(changed=True, attempts=client.attempts, retries=client.retries, **result)
+    module.exit_json(**register(module))
 
 
 if __name__ == "__main__":

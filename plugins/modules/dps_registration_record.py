@@ -22,6 +22,7 @@ extends_documentation_fragment:
   - iotfleet.aziot.dps
   - iotfleet.aziot.dps.service_auth
   - iotfleet.aziot.dps.action_group
+  - iotfleet.aziot.registration_id
 attributes:
   check_mode:
     support: full
@@ -32,10 +33,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  registration_id:
-    description: The registration id of the device.
-    type: str
-    required: true
   state:
     description: V(absent) deletes the record. A record that does not exist is not a change.
     type: str
@@ -109,39 +106,61 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
-    DpsError,
-    check_connection_options,
-    dps_connection_argument_spec,
-    urls_transport,
-)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsError, dps_connection_argument_spec
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     REGISTRATIONS,
     SERVICE_AUTH_MUTUALLY_EXCLUSIVE,
     SERVICE_AUTH_REQUIRED_ONE_OF,
     SERVICE_AUTH_REQUIRED_TOGETHER,
-    SERVICE_USER_AGENT,
-    DpsServiceClient,
-    PreconditionFailed,
-    credentials_from_params,
     dps_service_auth_argument_spec,
-    explain_service_error,
+    fail_service_error,
     mask_record,
+    service_client,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import (
+    registration_id_argument_spec,
+    registration_id_problem,
 )
 
-# How many times a delete refused with HTTP 412 (the record changed since it was read) is re-read and retried.
-MAX_PRECONDITION_RETRIES = 3
 _DIFF_FIELDS = ("registrationId", "status", "substatus", "assignedHub", "deviceId", "errorCode", "errorMessage")
 
 
 def argument_spec() -> dict:
-    spec = dps_connection_argument_spec()
-    spec.update(dps_service_auth_argument_spec())
-    spec.update(
-        registration_id=dict(type="str", required=True),
-        state=dict(type="str", required=True, choices=["absent"]),
-    )
-    return spec
+    return {
+        **dps_connection_argument_spec(),
+        **dps_service_auth_argument_spec(),
+        **registration_id_argument_spec(),
+        "state": {"type": "str", "required": True, "choices": ["absent"]},
+    }
+
+
+def delete_registration_record(module: AnsibleModule) -> dict:
+    """Delete the record (read it only in check mode); return the module result."""
+    registration_id = module.params["registration_id"]
+    problem = registration_id_problem(registration_id)
+    if problem:
+        module.fail_json(msg=problem)
+    subject = f"registration record {registration_id}"
+    client = service_client(module, subject, "dps_registration_record")
+    try:
+        changed, record = client.delete_current(REGISTRATIONS, registration_id, module.check_mode)
+    except DpsError as error:
+        fail_service_error(module, client, error)
+    result = {
+        "changed": changed,
+        "registration": mask_record(record) if record else {},
+        "attempts": client.attempts,
+        "retries": client.retries,
+    }
+    if changed and module._diff:
+        before = {name: record[name] for name in _DIFF_FIELDS if record.get(name) is not None}
+        result["diff"] = {
+            "before": json.dumps(before, indent=2, sort_keys=True) + "\n",
+            "after": "",
+            "before_header": f"{subject} (DPS)",
+            "after_header": f"{subject} (deleted)",
+        }
+    return result
 
 
 def main() -> None:
@@ -152,83 +171,7 @@ def main() -> None:
         required_one_of=SERVICE_AUTH_REQUIRED_ONE_OF,
         required_together=SERVICE_AUTH_REQUIRED_TOGETHER,
     )
-    params = module.params
-    registration_id = params["registration_id"]
-    if not registration_id.strip():
-        module.fail_json(msg="registration_id must not be empty")
-    subject = f"registration record {registration_id}"
-    problem = check_connection_options(params, subject)
-    if problem:
-        module.fail_json(msg=problem)
-    try:
-        credentials = credentials_from_params(params)
-    except ValueError as error:
-        module.fail_json(msg=f"{subject}: {error}")
-    module.no_log_values.add(credentials.policy_key)
-    if not params["validate_certs"]:
-        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
-
-    client = DpsServiceClient(
-        credentials,
-        urls_transport(
-            ca_path=params["ca_path"], validate_certs=params["validate_certs"], user_agent=SERVICE_USER_AGENT
-        ),
-        subject,
-        timeout=params["timeout"],
-        request_timeout=params["request_timeout"],
-        log=module.log,
-        log_name="dps_registration_record",
-    )
-
-    def done(changed: bool, record: dict | None) -> None:
-        result = dict(
-            changed=changed,
-            registration=mask_record(record) if record else {},
-            attempts=client.attempts,
-            retries=client.retries,
-        )
-        if changed and module._diff:
-            before = {name: record[name] for name in _DIFF_FIELDS if record.get(name) is not None}
-            result["diff"] = dict(
-                before=json.dumps(before, indent=2, sort_keys=True) + "\n",
-                after="",
-                before_header=f"{subject} (DPS)",
-                after_header=f"{subject} (deleted)",
-            )
-        module.exit_json(**result)
-
-    try:
-        for attempt in range(MAX_PRECONDITION_RETRIES + 1):
-            record = client.get(REGISTRATIONS, registration_id)
-            if record is None:
-                done(False, None)
-            if module.check_mode:
-                done(True, record)
-            try:
-                deleted = client.delete(REGISTRATIONS, registration_id, record.get("etag") or "*")
-            except PreconditionFailed as error:
-                module.log(
-                    f"dps_registration_record {subject}: HTTP {error.status} on delete, the record changed "
-                    f"meanwhile; reading it again ({attempt + 1}/{MAX_PRECONDITION_RETRIES})"
-                )
-                continue
-            # Gone already (deleted by someone else between the read and the delete): not this task's change.
-            done(deleted, record)
-    except DpsError as error:
-        extra = dict(http_status=error.status, error_code=error.error_code, tracking_id=error.tracking_id)
-        module.fail_json(
-            msg=explain_service_error(error, subject, credentials),
-            attempts=client.attempts,
-            retries=client.retries,
-            **{key: value for key, value in extra.items() if value is not None},
-        )
-    module.fail_json(
-        msg=f"{subject}: the record changed in DPS while this task was deleting it, {MAX_PRECONDITION_RETRIES + 1} "
-        "times in a row (HTTP 412); this task changed nothing, run it again",
-        http_status=412,
-        attempts=client.attempts,
-        retries=client.retries,
-    )
+    module.exit_json(**delete_registration_record(module))
 
 
 if __name__ == "__main__":

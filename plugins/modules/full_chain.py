@@ -19,7 +19,10 @@ description:
   - Idempotent - the file is rewritten only when its content would change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - action_common_attributes.files
   - ansible.builtin.files
+  - iotfleet.aziot.backup
+  - iotfleet.aziot.cryptography
 attributes:
   check_mode:
     support: full
@@ -29,8 +32,11 @@ attributes:
   platform:
     platforms: posix
   safe_file_operations:
-    description: Uses Ansible's file attribute handling and writes through a temporary file renamed into place.
     support: full
+    details: Writes through a temporary file in the same directory that gets its owner, group and mode before it
+      is renamed into place.
+  vault:
+    support: none
 options:
   path:
     description: Path of the full-chain file to write on the device.
@@ -60,16 +66,10 @@ options:
   registration_id:
     description: When set, the leaf certificate's subject CN must equal it.
     type: str
+  owner:
+    description: Owner of the chain file (for IoT Edge, V(aziotcs)).
   mode:
     description: Mode of the chain file. Defaults to C(0644) for a new file.
-  backup:
-    description: Keep a timestamped copy of the previous file before replacing it.
-    type: bool
-    default: false
-notes:
-  - Requires C(cryptography) on the device (Debian package C(python3-cryptography)).
-requirements:
-  - cryptography >= 38
 seealso:
   - module: iotfleet.aziot.x509_device_cert
 """
@@ -114,12 +114,14 @@ backup_file:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._files import read_file, write_file_atomic
+from ansible_collections.iotfleet.aziot.plugins.module_utils._files import (
+    backup_argument_spec,
+    read_file,
+    write_file_atomic,
+)
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
-    HAS_CRYPTOGRAPHY,
     PkiError,
     certificate_to_pem,
     common_name,
@@ -127,6 +129,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     load_certificates,
     not_after,
     order_chain,
+    require_cryptography,
 )
 
 
@@ -166,30 +169,22 @@ def build_chain(module) -> tuple[list, list]:
         raise PkiError(f"{who}{exc}") from None
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "leaf_path": {"type": "path", "required": True},
-            "ca_certificates": {"type": "list", "elements": "str", "default": []},
-            "root_certificate": {"type": "str", "required": True},
-            "include_root": {"type": "bool", "default": True},
-            "registration_id": {"type": "str"},
-            "backup": {"type": "bool", "default": False},
-        },
-        add_file_common_args=True,
-        supports_check_mode=True,
-    )
-    if not HAS_CRYPTOGRAPHY:
-        module.fail_json(
-            msg=missing_required_lib("cryptography") + " (on Debian: apt install python3-cryptography)",
-            exception=CRYPTOGRAPHY_IMPORT_ERROR,
-        )
+def argument_spec() -> dict:
+    return {
+        "path": {"type": "path", "required": True},
+        "leaf_path": {"type": "path", "required": True},
+        "ca_certificates": {"type": "list", "elements": "str", "default": []},
+        "root_certificate": {"type": "str", "required": True},
+        "include_root": {"type": "bool", "default": True},
+        "registration_id": {"type": "str"},
+        **backup_argument_spec(),
+    }
+
+
+def ensure_full_chain(module) -> dict:
+    """Write the chain file when its content or attributes differ (nothing in check mode); return the result."""
     params = module.params
-    try:
-        chain, unused = build_chain(module)
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
+    chain, unused = build_chain(module)
     written = chain if params["include_root"] else chain[:-1]
     content = "".join(certificate_to_pem(c) for c in written).encode("ascii")
 
@@ -214,6 +209,16 @@ def main():
                 result["backup_file"] = backup
     if not module.check_file_absent_if_check_mode(params["path"]):
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), add_file_common_args=True, supports_check_mode=True)
+    require_cryptography(module)
+    try:
+        result = ensure_full_chain(module)
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
 

@@ -21,6 +21,9 @@ description:
     C(intermediate-ca.cert.pem), C(verification.cert.pem).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - action_common_attributes.files
+  - iotfleet.aziot.cryptography
+  - iotfleet.aziot.key_type
 attributes:
   check_mode:
     support: full
@@ -28,6 +31,10 @@ attributes:
     support: none
   platform:
     platforms: posix
+  safe_file_operations:
+    support: full
+  vault:
+    support: none
 options:
   path:
     description:
@@ -46,9 +53,7 @@ options:
     description:
       - Type of the CA keys (used only when they are created). CA keys are made once, so speed does not matter;
         RSA 4096 is what Azure's guides and tools use and is accepted everywhere.
-    type: str
     default: rsa-4096
-    choices: [ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096]
   root_valid_days:
     description: Validity of a newly created root CA certificate, in days.
     type: int
@@ -80,8 +85,8 @@ options:
 notes:
   - Existing CA files are checked (key matches certificate, intermediate signed by root, not expired); a problem
     fails the task with the file named and nothing is overwritten.
-requirements:
-  - cryptography >= 38
+  - Files are written atomically (temporary file in the same directory, then rename); keys C(0600), certificates
+    C(0644).
 seealso:
   - module: iotfleet.aziot.x509_device_cert
 """
@@ -142,7 +147,7 @@ verification_cert_path:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._files import (
     file_args_for,
@@ -150,10 +155,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._files import (
     write_file_atomic,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
     DEFAULT_CA_KEY_TYPE,
-    HAS_CRYPTOGRAPHY,
-    KEY_TYPES,
     PkiError,
     cert_info,
     certificate_to_pem,
@@ -163,9 +165,11 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     create_verification_certificate,
     generate_private_key,
     issued_by,
+    key_type_argument_spec,
     load_certificate,
     load_private_key,
     private_key_to_pem,
+    require_cryptography,
     validity_problem,
 )
 
@@ -267,28 +271,26 @@ class CaDirectory:
         self._write("verification_cert", certificate_to_pem(cert).encode(), "0644")
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "root_common_name": {"type": "str", "default": "iotfleet Root CA"},
-            "intermediate_common_name": {"type": "str", "default": "iotfleet Intermediate CA"},
-            "key_type": {"type": "str", "default": DEFAULT_CA_KEY_TYPE, "choices": list(KEY_TYPES)},
-            "root_valid_days": {"type": "int", "default": 3650},
-            "intermediate_valid_days": {"type": "int", "default": 1825},
-            "passphrase": {"type": "str", "no_log": True},
-            "verification_code": {"type": "str"},
-            "verification_ca": {"type": "str", "default": "root", "choices": ["root", "intermediate"]},
-            "verification_valid_days": {"type": "int", "default": 30},
-        },
-        supports_check_mode=True,
-    )
-    if not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+def argument_spec() -> dict:
+    return {
+        "path": {"type": "path", "required": True},
+        "root_common_name": {"type": "str", "default": "iotfleet Root CA"},
+        "intermediate_common_name": {"type": "str", "default": "iotfleet Intermediate CA"},
+        **key_type_argument_spec(DEFAULT_CA_KEY_TYPE),
+        "root_valid_days": {"type": "int", "default": 3650},
+        "intermediate_valid_days": {"type": "int", "default": 1825},
+        "passphrase": {"type": "str", "no_log": True},
+        "verification_code": {"type": "str"},
+        "verification_ca": {"type": "str", "default": "root", "choices": ["root", "intermediate"]},
+        "verification_valid_days": {"type": "int", "default": 30},
+    }
+
+
+def ensure_ca(module) -> dict:
+    """Create what is missing in the CA directory (nothing in check mode); return the module result."""
     for option in ("root_valid_days", "intermediate_valid_days", "verification_valid_days"):
         if module.params[option] < 1:
-            module.fail_json(msg=f"{option} must be at least 1, got {module.params[option]}")
-
+            raise PkiError(f"{option} must be at least 1, got {module.params[option]}")
     path = module.params["path"]
     ca = CaDirectory(module)
     if not os.path.isdir(path):
@@ -297,16 +299,13 @@ def main():
             try:
                 os.makedirs(path, mode=0o700)
             except OSError as exc:
-                module.fail_json(msg=f"cannot create CA directory {path}: {exc.strerror}")
-    try:
-        facts = ca.ensure() if os.path.isdir(path) else {}
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
+                raise PkiError(f"cannot create CA directory {path}: {exc.strerror}") from None
+    facts = ca.ensure() if os.path.isdir(path) else {}
     if module.check_mode and not os.path.isdir(path):
         ca.created = [FILES["root_key"], FILES["root_cert"], FILES["intermediate_key"], FILES["intermediate_cert"]]
         if module.params["verification_code"]:
             ca.created.append(FILES["verification_cert"])
-    module.exit_json(
+    return dict(
         changed=ca.changed,
         created=ca.created,
         root_key_path=ca.file("root_key"),
@@ -315,6 +314,16 @@ def main():
         intermediate_cert_path=ca.file("intermediate_cert"),
         **facts,
     )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    require_cryptography(module)
+    try:
+        result = ensure_ca(module)
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,12 @@ description:
     O(key_type)) is governed by O(regenerate_key).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - action_common_attributes.files
   - ansible.builtin.action_common_attributes.flow
+  - iotfleet.aziot.backup
+  - iotfleet.aziot.cryptography
+  - iotfleet.aziot.key_type
+  - iotfleet.aziot.registration_id
 attributes:
   action:
     support: full
@@ -39,14 +44,13 @@ attributes:
     details: Shows certificate facts (subject, issuer, serial, validity, thumbprints), never key material.
   platform:
     platforms: posix
+  safe_file_operations:
+    support: full
+    details: Writes through a temporary file in the same directory that gets its owner, group and mode before it
+      is renamed into place.
+  vault:
+    support: none
 options:
-  registration_id:
-    description:
-      - The DPS registration id of the device, used as the certificate subject CN.
-      - At most 64 characters, letters, digits and C(- . _ :), ending with a letter, a digit or C(-).
-        It is checked before anything is done.
-    type: str
-    required: true
   key_path:
     description:
       - Path of the device private key on the device (PEM, PKCS#8, unencrypted as IoT Edge requires).
@@ -66,9 +70,7 @@ options:
         a millisecond, while an RSA 4096 key (what the manual guides use) takes about 0.7 s of CPU per device,
         which dominates provisioning time on a fleet and on a Raspberry Pi.
       - Changing it for an existing key is refused unless O(regenerate_key) allows replacing the key.
-    type: str
     default: ec-p256
-    choices: [ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096]
   regenerate_key:
     description:
       - When the existing device key may be replaced by a new one.
@@ -144,11 +146,6 @@ options:
       - If the key and the certificate share a directory, set only one of O(key_dir_mode) and
         O(cert_dir_mode), or the same mode and owners in both.
     type: raw
-  backup:
-    description:
-      - Keep a timestamped copy of a key or certificate before replacing it.
-    type: bool
-    default: false
   full_chain_path:
     description:
       - Also maintain the full-chain file DPS needs at this path on the device (device certificate, then the
@@ -169,27 +166,15 @@ options:
       - Put the root CA certificate at the end of the O(full_chain_path) file, as Azure's guides do.
     type: bool
     default: true
-  _phase:
-    description:
-      - Internal, set by the action plugin (V(inspect) or V(install)). Do not set it.
-    type: str
-  _certificate:
-    description:
-      - Internal, set by the action plugin (the signed certificate to install). Do not set it.
-    type: str
-  _full_chain:
-    description:
-      - Internal, set by the action plugin (the full chain to install). Do not set it.
-    type: str
 notes:
-  - Requires C(cryptography) on the controller and on the device (Debian package C(python3-cryptography)).
+  - The action plugin needs C(cryptography) on the controller too.
+  - Only the options the device needs are sent to it; O(ca_cert_path), O(ca_key_path), O(ca_key_passphrase),
+    O(ca_chain_paths), O(valid_days), O(renew_before) and O(full_chain_include_root) stay on the controller.
   - Writes are atomic (temporary file in the same directory, then rename), so a key or certificate file is never
     half-written.
 seealso:
   - module: iotfleet.aziot.x509_ca
   - module: iotfleet.aziot.full_chain
-requirements:
-  - cryptography >= 38 (controller and device)
 """
 
 EXAMPLES = r"""
@@ -339,17 +324,19 @@ backup_full_chain:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import module_argument_spec
+from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import (
+    PHASE_INSPECT,
+    PHASE_INSTALL,
+    module_argument_spec,
+)
 from ansible_collections.iotfleet.aziot.plugins.module_utils._files import (
     file_args_for,
     read_file,
     write_file_atomic,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
-    CRYPTOGRAPHY_IMPORT_ERROR,
-    HAS_CRYPTOGRAPHY,
     PkiError,
     build_csr,
     csr_to_pem,
@@ -360,6 +347,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     private_key_to_pem,
     public_key_bytes,
     public_key_pem,
+    require_cryptography,
 )
 
 
@@ -542,22 +530,24 @@ def install(module) -> dict:
     return result
 
 
+def argument_spec() -> dict:
+    """The module's spec on the device (plugins/module_utils/_device_cert.py has why it differs from the docs)."""
+    return module_argument_spec()
+
+
+BACKENDS = {PHASE_INSPECT: inspect, PHASE_INSTALL: install}
+
+
 def main():
-    module = AnsibleModule(argument_spec=module_argument_spec(), supports_check_mode=True)
-    if not HAS_CRYPTOGRAPHY:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    require_cryptography(module)
+    backend = BACKENDS.get(module.params["_phase"])
+    if backend is None:
         module.fail_json(
-            msg=missing_required_lib("cryptography") + " (on Debian: apt install python3-cryptography)",
-            exception=CRYPTOGRAPHY_IMPORT_ERROR,
+            msg="iotfleet.aziot.x509_device_cert must run through its action plugin; call it by that name "
+            "in a task (it signs on the controller)"
         )
-    phase = module.params["_phase"]
-    if phase == "inspect":
-        module.exit_json(**inspect(module))
-    elif phase == "install":
-        module.exit_json(**install(module))
-    module.fail_json(
-        msg="iotfleet.aziot.x509_device_cert must run through its action plugin; call it by that name "
-        "in a task (it signs on the controller)"
-    )
+    module.exit_json(**backend(module))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Run a module file as __main__, SIGKILLing the process at a chosen point of its write path.
 
-Usage: `install(kill_at, kill_path)` in the module process (matrix_helpers.py `run_module` does it in
-a forked child), or `python killer.py <module.py> <args.json>` with
+Usage: `install(kill_at, kill_path)` in the module process (tests/support/modules.py `run_module(kill_at=...)` does
+it in a forked child), or `python killer.py <module.py> <args.json>` with
   RELIABILITY_KILL_AT=write   -> killed after half of the content reached the temporary file (os.fsync is never
                                  reached: a torn write, like a power cut during the write)
   RELIABILITY_KILL_AT=rename  -> killed after the temporary file is complete and fsynced, just before the rename

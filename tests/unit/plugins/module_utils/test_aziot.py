@@ -1,30 +1,31 @@
-"""Schema validation, typo detection, merge, masking and CN check of _aziot."""
+"""config.toml handling (_aziot_*): schema validation, typo detection, merge, masking, options mapping, CN check."""
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot
-from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot import (
-    ConfigError,
-    TomlSyntaxError,
-    check_registration_id_matches_cert,
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot_validation
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_options import (
     desired_from_options,
+    to_cert_uri,
+    to_key_uri,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_toml import (
+    TomlSyntaxError,
     mask_secrets,
     masked_text,
     merge_config,
     parse_toml,
-    to_cert_uri,
-    to_key_uri,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_validation import (
+    ConfigError,
+    check_registration_id_matches_cert,
+    unwrap,
     validate_config,
 )
+from tests.support.pki import issue
 
 FIXTURES = Path(__file__).resolve().parents[3] / "integration" / "files" / "aziot_config"
 KEY_B64 = "YXppb3QtaWRlbnRpdHktc2VydmljZXxhemlvdC1pZGU="
@@ -379,7 +380,7 @@ def test_variant_switch_dps_to_manual_sas_removes_attestation() -> None:
         }
     }
     result = merge_config(VALID["dps_x509"], desired_from_options(options))
-    document = _aziot.unwrap(result.document)
+    document = unwrap(result.document)
     assert document["provisioning"] == {
         "source": "manual",
         "iothub_hostname": "hub.azure-devices.net",
@@ -399,7 +400,7 @@ def test_attestation_method_switch_removes_old_method_keys() -> None:
         }
     }
     result = merge_config(VALID["dps_x509"], desired_from_options(options))
-    attestation = _aziot.unwrap(result.document)["provisioning"]["attestation"]
+    attestation = unwrap(result.document)["provisioning"]["attestation"]
     assert attestation == {"method": "tpm", "registration_id": "my-device"}
     assert result.removed == ["provisioning.attestation.identity_cert", "provisioning.attestation.identity_pk"]
 
@@ -407,7 +408,7 @@ def test_attestation_method_switch_removes_old_method_keys() -> None:
 def test_manual_explicit_to_connection_string() -> None:
     options = {"provisioning": {"source": "manual", "connection_string": "HostName=h;DeviceId=d;SharedAccessKey=a2V5"}}
     result = merge_config(VALID["manual_sas"], desired_from_options(options))
-    assert _aziot.unwrap(result.document)["provisioning"] == {
+    assert unwrap(result.document)["provisioning"] == {
         "source": "manual",
         "connection_string": "HostName=h;DeviceId=d;SharedAccessKey=a2V5",
     }
@@ -422,7 +423,7 @@ def test_unknown_key_inside_provisioning_is_not_silently_pruned_on_switch() -> N
 def test_global_endpoint_of_existing_dps_file_is_kept() -> None:
     before = VALID["dps_x509"].replace("https://global.azure-devices-provisioning.net", "https://dps.example.net")
     options = {"provisioning": {"source": "dps", "id_scope": "0ab1234C5D6"}}
-    result = merge_config(before, desired_from_options(options, _aziot.unwrap(parse_toml(before))))
+    result = merge_config(before, desired_from_options(options, unwrap(parse_toml(before))))
     assert not result.changed
 
 
@@ -435,7 +436,7 @@ def test_settings_deep_merge_and_explicit_options_win() -> None:
         }
     )
     result = merge_config(VALID["none"], desired)
-    document = _aziot.unwrap(result.document)
+    document = unwrap(result.document)
     assert document["hostname"] == "explicit"
     assert document["aziot_keys"] == {"pkcs11_lib_path": "/usr/lib/p11.so"}
     assert document["agent"] == {"name": "edgeAgent", "type": "docker", "config": {"image": "img:1"}}
@@ -491,7 +492,7 @@ def test_masked_text_of_unparseable_text_still_hides_the_connection_string_key()
 
 
 def test_mask_secrets_on_plain_dict() -> None:
-    document = _aziot.unwrap(parse_toml(VALID["edge_everything"]))
+    document = unwrap(parse_toml(VALID["edge_everything"]))
     document["agent"]["config"]["auth"] = {"username": "u", "password": "p4ss"}
     masked = mask_secrets(document)
     assert masked["provisioning"]["connection_string"].endswith("SharedAccessKey=********")
@@ -500,20 +501,7 @@ def test_mask_secrets_on_plain_dict() -> None:
 
 # ------------------------------------------------------------------------------------------ CN check
 def _write_cert(path: Path, common_name: str) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(issue(common_name).pem)
 
 
 def _x509_document(cert_path: Path, registration_id: str) -> dict:
@@ -554,6 +542,6 @@ def test_cn_check_refuses_a_file_that_is_not_a_certificate(tmp_path: Path) -> No
 
 
 def test_cn_check_skipped_with_warning_without_cryptography(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_aziot, "HAS_CRYPTOGRAPHY", False)
+    monkeypatch.setattr(_aziot_validation, "HAS_CRYPTOGRAPHY", False)
     warnings = check_registration_id_matches_cert(_x509_document(tmp_path / "c.pem", "x"))
     assert "cryptography is not installed" in warnings[0]

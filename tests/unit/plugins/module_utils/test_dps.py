@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import http.client
 import io
-import json
 import ssl
 import urllib.error
 import urllib.parse
@@ -19,50 +18,13 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     DpsClient,
     DpsError,
-    Response,
     TransportError,
 )
+from tests.support.dps_fakes import FakeClock, FakeTransport, reply
 
 GROUP_KEY = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 SCOPE = "0ne00000A1B"
 REG_ID = "pi-0042"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class FakeTransport:
-    """Answers requests from a script: each item is a Response, an exception instance, or a callable."""
-
-    def __init__(self, *script) -> None:
-        self.script = list(script)
-        self.calls: list[dict] = []
-
-    def __call__(self, method, url, data, headers, timeout):
-        self.calls.append(
-            dict(method=method, url=url, body=json.loads(data) if data else None, headers=headers, timeout=timeout)
-        )
-        if not self.script:
-            raise AssertionError("unexpected request %s %s" % (method, url))
-        item = self.script.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-
-def reply(status: int, body=None, **headers) -> Response:
-    raw = json.dumps(body).encode() if body is not None else b""
-    return Response(status, {key.replace("_", "-"): str(value) for key, value in headers.items()}, raw)
 
 
 def make_client(transport, clock=None, **kwargs) -> DpsClient:
@@ -127,20 +89,7 @@ def test_client_sends_sas_header_with_ttl():
     assert header == _dps.sas_token(SCOPE, REG_ID, GROUP_KEY, 1700000060)
 
 
-# --- validation ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value", ["pi-0042", "a", "dev.1_x:y-", "A" * 64])
-def test_valid_registration_ids(value):
-    assert _dps.validate_registration_id(value) is None
-
-
-@pytest.mark.parametrize(
-    ("value", "reason"),
-    [("", "empty"), ("a" * 65, "at most 64"), ("pi 42", "letters"), ("pi.", "end with"), ("pi/42", "letters")],
-)
-def test_invalid_registration_ids(value, reason):
-    assert reason in _dps.validate_registration_id(value)
+# --- provisioning host ----------------------------------------------------------------------------------------------
 
 
 def test_split_provisioning_host():

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps_enrollment
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_enrollment import (
@@ -27,29 +24,15 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_enrollment imp
     set_paths,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS, ENROLLMENTS
+from tests.support.pki import distinguished_name, issue
 
 PRIMARY_KEY = base64.b64encode(b"primary-key-material-0123456789a").decode()
 SECONDARY_KEY = base64.b64encode(b"secondary-key-material-012345678").decode()
 
 
 def make_certificate(cn: str, organisation: str | None = None):
-    key = ec.generate_private_key(ec.SECP256R1())
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if organisation:
-        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
-    name = x509.Name(attributes)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, key
+    made = issue(distinguished_name(cn, organisation))
+    return made.cert, made.key
 
 
 def pem_of(certificate) -> str:

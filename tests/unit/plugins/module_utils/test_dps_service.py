@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _dps_service
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsError, Response, RetryLoop, TransportError
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsError, RetryLoop, TransportError
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     ENROLLMENTS,
@@ -20,6 +20,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import
     PreconditionFailed,
     ServiceError,
 )
+from tests.support.dps_fakes import FakeClock, FakeTransport, reply
 
 POLICY_KEY_BYTES = b"policy-key-material-0123456789ab"
 POLICY_KEY = base64.b64encode(POLICY_KEY_BYTES).decode()
@@ -28,45 +29,8 @@ CONNECTION_STRING = f"HostName={HOST};SharedAccessKeyName=provisioningserviceown
 WALL = 1700000000.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class FakeTransport:
-    """Answers from a script (Response or exception instances) and records every request."""
-
-    def __init__(self, *script) -> None:
-        self.script = list(script)
-        self.calls: list[dict] = []
-
-    def __call__(self, method, url, data, headers, timeout):
-        self.calls.append(
-            dict(method=method, url=url, body=json.loads(data) if data else None, headers=headers, timeout=timeout)
-        )
-        if not self.script:
-            raise AssertionError(f"unexpected request {method} {url}")
-        item = self.script.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-
-def reply(status: int, body=None, **headers) -> Response:
-    raw = json.dumps(body).encode() if body is not None else b""
-    return Response(status, {key.replace("_", "-"): str(value) for key, value in headers.items()}, raw)
-
-
 def make_client(transport, clock=None, wall=None, **kwargs) -> DpsServiceClient:
-    clock = clock or FakeClock()
+    clock = clock or FakeClock(500.0)
     return DpsServiceClient(
         _dps_service.parse_connection_string(CONNECTION_STRING),
         transport,
@@ -119,7 +83,7 @@ def test_a_different_key_gives_a_different_signature():
 
 
 def test_each_attempt_gets_a_fresh_short_lived_token():
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     wall = iter([WALL, WALL, WALL + 7, WALL + 7])
     transport = FakeTransport(reply(503, {}, Retry_After=2), reply(200, {"enrollmentGroupId": "fleet"}))
     client = make_client(transport, clock=clock, wall=lambda: next(wall))
@@ -277,7 +241,7 @@ def test_attestation_mechanism():
 
 
 def test_429_retry_after_is_honoured_within_the_deadline():
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     logged: list[str] = []
     transport = FakeTransport(
         reply(429, {"errorCode": 429001}, Retry_After=7),
@@ -294,7 +258,7 @@ def test_429_retry_after_is_honoured_within_the_deadline():
 
 
 def test_retry_after_beyond_the_deadline_is_not_waited_for():
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     transport = FakeTransport(reply(429, {}, Retry_After=20), reply(429, {}, Retry_After=20))
     client = make_client(transport, clock=clock, timeout=30)
     with pytest.raises(DpsError) as caught:
@@ -312,7 +276,7 @@ def test_retry_loop_is_the_one_both_clients_use():
 
 
 def test_retry_loop_wait_stops_at_the_deadline():
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     loop = RetryLoop(FakeTransport(), "x", 10, 5, clock=clock, sleep=clock.sleep)
     loop.wait(4, "polling")
     with pytest.raises(DpsError, match=r"x: DPS did not finish within timeout=10s \(still polling; 0 requests"):

@@ -33,27 +33,6 @@ def pki():
     }
 
 
-@pytest.mark.parametrize("registration_id", ["182-con", "a", "dev.01_x:y-", "A" * 64, "x-"])
-def test_valid_registration_ids(registration_id):
-    assert _pki.registration_id_problem(registration_id) is None
-
-
-@pytest.mark.parametrize(
-    ("registration_id", "fragment"),
-    [
-        ("182 con", "contains ' '"),
-        ("A" * 65, "65 characters long"),
-        ("dev.", "must end with a letter, a digit or '-'"),
-        ("dev_", "must end with"),
-        ("dév", "contains 'é'"),
-        ("", "empty"),
-        ("a/b", "contains '/'"),
-    ],
-)
-def test_invalid_registration_ids(registration_id, fragment):
-    assert fragment in _pki.registration_id_problem(registration_id)
-
-
 @pytest.mark.parametrize("key_type", _pki.KEY_TYPES[:3])
 def test_key_type_round_trip(key_type):
     key = _pki.generate_private_key(key_type)

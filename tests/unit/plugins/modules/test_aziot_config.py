@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.iotfleet.aziot.plugins.modules import aziot_config
+from tests.support.modules import run_module
 
 FIXTURES = Path(__file__).resolve().parents[3] / "integration" / "files" / "aziot_config"
 KEY_B64 = "YXppb3QtaWRlbnRpdHktc2VydmljZXxhemlvdC1pZGU="
@@ -21,12 +21,10 @@ OWNER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
-def run_module(capsys: pytest.CaptureFixture[str], **args: Any) -> dict[str, Any]:
+def run(**args: Any) -> dict[str, Any]:
     args.setdefault("owner", OWNER)
     args.setdefault("group", GROUP)
-    with patch_module_args(args), pytest.raises(SystemExit):
-        aziot_config.main()
-    return json.loads(capsys.readouterr().out)
+    return run_module(aziot_config, args).result
 
 
 def symmetric_key_args(path: Path) -> dict[str, Any]:
@@ -48,11 +46,9 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def test_check_mode_reports_change_writes_nothing_and_masks_the_diff(
-    config: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_mode_reports_change_writes_nothing_and_masks_the_diff(config: Path) -> None:
     before = config.read_bytes()
-    result = run_module(capsys, _ansible_check_mode=True, _ansible_diff=True, **symmetric_key_args(config))
+    result = run(_ansible_check_mode=True, _ansible_diff=True, **symmetric_key_args(config))
     assert result["changed"] is True
     assert result["content_changed"] is True
     assert config.read_bytes() == before
@@ -64,8 +60,8 @@ def test_check_mode_reports_change_writes_nothing_and_masks_the_diff(
     assert result["removed_keys"] == ["provisioning.connection_string"]
 
 
-def test_run_writes_then_second_run_is_unchanged(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    first = run_module(capsys, backup=True, **symmetric_key_args(config))
+def test_run_writes_then_second_run_is_unchanged(config: Path) -> None:
+    first = run(backup=True, **symmetric_key_args(config))
     assert first["changed"] is True
     assert first["content_changed"] is True
     backup = Path(first["backup_file"])
@@ -76,17 +72,17 @@ def test_run_writes_then_second_run_is_unchanged(config: Path, capsys: pytest.Ca
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert not list(config.parent.glob(".config.toml.*"))  # no temp file left behind
 
-    second = run_module(capsys, backup=True, **symmetric_key_args(config))
+    second = run(backup=True, **symmetric_key_args(config))
     assert second["changed"] is False
     assert second["content_changed"] is False
     assert "backup_file" not in second
 
 
-def test_new_file_is_created_0600(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_new_file_is_created_0600(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     old_umask = os.umask(0o022)
     try:
-        result = run_module(capsys, **symmetric_key_args(path))
+        result = run(**symmetric_key_args(path))
     finally:
         os.umask(old_umask)
     assert result["changed"] is True
@@ -94,19 +90,18 @@ def test_new_file_is_created_0600(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert path.read_text().startswith("[provisioning]\n")
 
 
-def test_mode_fix_alone_is_a_change_but_not_a_content_change(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_module(capsys, **symmetric_key_args(config))
+def test_mode_fix_alone_is_a_change_but_not_a_content_change(config: Path) -> None:
+    run(**symmetric_key_args(config))
     config.chmod(0o644)
-    result = run_module(capsys, **symmetric_key_args(config))
+    result = run(**symmetric_key_args(config))
     assert result["changed"] is True
     assert result["content_changed"] is False
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
 
 
-def test_misspelt_key_fails_and_leaves_the_file_untouched(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_misspelt_key_fails_and_leaves_the_file_untouched(config: Path) -> None:
     before = config.read_bytes()
-    result = run_module(
-        capsys,
+    result = run(
         path=str(config),
         settings={"provisioning": {"attestation": {"registation_id": "x"}}},
         provisioning={"source": "dps", "id_scope": "s", "attestation": {"method": "tpm", "registration_id": "r"}},
@@ -119,32 +114,36 @@ def test_misspelt_key_fails_and_leaves_the_file_untouched(config: Path, capsys: 
     assert config.read_bytes() == before
 
 
-def test_syntax_error_is_refused_with_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_syntax_error_is_refused_with_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text((FIXTURES / "broken.toml").read_text())
     before = path.read_bytes()
-    result = run_module(capsys, path=str(path), hostname="x")
+    result = run(path=str(path), hostname="x")
     assert result["failed"] is True
     assert result["msg"].startswith(f"{path}: TOML syntax error at line 3, column ")
     assert result["line"] == 3
     assert path.read_bytes() == before
 
 
-def test_both_inline_and_file_key_are_refused(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_both_inline_and_file_key_are_refused(config: Path) -> None:
     args = symmetric_key_args(config)
     args["provisioning"]["attestation"]["symmetric_key_uri"] = "/var/aziot/secrets/k"
-    result = run_module(capsys, **args)
+    before = config.read_bytes()
+    result = run(**args)
     assert result["failed"] is True
-    assert "symmetric_key and symmetric_key_uri are mutually exclusive" in result["msg"]
+    assert result["msg"] == (
+        "parameters are mutually exclusive: symmetric_key|symmetric_key_uri found in provisioning -> attestation"
+    )
+    assert config.read_bytes() == before
 
 
-def test_identity_service_refuses_edge_options(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_module(capsys, path=str(config), product="identity_service")
+def test_identity_service_refuses_edge_options(config: Path) -> None:
+    result = run(path=str(config), product="identity_service")
     assert result["failed"] is True
     assert result["msg"].startswith("agent: key not allowed with product = 'identity_service'")
 
 
-def test_missing_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_module(capsys, **symmetric_key_args(tmp_path / "missing" / "config.toml"))
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    result = run(**symmetric_key_args(tmp_path / "missing" / "config.toml"))
     assert result["failed"] is True
     assert "does not exist" in result["msg"]

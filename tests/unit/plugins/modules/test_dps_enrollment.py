@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import Response
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_enrollment
+from tests.support.dps_fakes import reply
+from tests.support.pki import distinguished_name, issue
 
 POLICY_KEY = base64.b64encode(b"policy-key-material-0123456789ab").decode()
 HOST = "contoso-dps.azure-devices-provisioning.net"
@@ -22,28 +20,6 @@ GENERATED_PRIMARY = base64.b64encode(b"generated-primary-0123456789abcd").decode
 GENERATED_SECONDARY = base64.b64encode(b"generated-secondary-0123456789ab").decode()
 GIVEN_KEY = base64.b64encode(b"given-primary-key-0123456789abcd").decode()
 HUB = "hub-a.azure-devices.net"
-
-
-def reply(status: int, body=None, **headers) -> Response:
-    raw = json.dumps(body).encode() if body is not None else b""
-    return Response(status, {key.replace("_", "-"): str(value) for key, value in headers.items()}, raw)
-
-
-def make_certificate(cn: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, key
 
 
 def info(certificate) -> dict:
@@ -59,10 +35,10 @@ def info(certificate) -> dict:
 def pki(tmp_path):
     files = {}
     for name, cn in (("ca", "Fleet CA"), ("ca2", "Fleet CA 2027"), ("device", "pi-0042")):
-        certificate, key = make_certificate(cn)
+        made = issue(cn)
         path = tmp_path / f"{name}.pem"
-        path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        files[name] = {"certificate": certificate, "key": key, "path": str(path)}
+        path.write_bytes(made.pem)
+        files[name] = {"certificate": made.cert, "key": made.key, "path": str(path)}
     key_pem = files["ca"]["key"].private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
@@ -436,21 +412,8 @@ def test_individual_x509_checks_the_cn(service_module, pki):
 
 
 def test_individual_x509_needs_a_cn(service_module, tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no cn")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
     path = tmp_path / "no-cn.pem"
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    path.write_bytes(issue(distinguished_name(organisation="no cn")).pem)
     args = dict(connection_string=CONNECTION_STRING, registration_id="pi-1", attestation="x509")
     result = run(service_module, dict(args, primary_certificate=str(path)))
     assert result.result["msg"] == (

@@ -3,125 +3,31 @@
 from __future__ import annotations
 
 import base64
-import datetime
-import json
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import Response
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_register
+from tests.support.dps_fakes import reply
+from tests.support.pki import Pki
 
 GROUP_KEY = base64.b64encode(b"group-key-material-0123456789abc").decode()
 
 
-class Exit(Exception):
-    def __init__(self, result: dict, failed: bool) -> None:
-        super().__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-def reply(status: int, body=None, **headers) -> Response:
-    return Response(
-        status, {key.replace("_", "-"): str(value) for key, value in headers.items()}, json.dumps(body).encode()
-    )
-
-
-class Harness:
-    """Runs the module with a scripted fake transport and captures exit_json/fail_json."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.script: list = []
-        self.calls: list[dict] = []
-        self.transport_options: dict = {}
-        self.sleeps: list[float] = []
-
-        def fake_urls_transport(**options):
-            self.transport_options = options
-
-            def send(method, url, data, headers, timeout):
-                self.calls.append(dict(method=method, url=url, headers=headers))
-                item = self.script.pop(0)
-                if isinstance(item, Exception):
-                    raise item
-                return item
-
-            return send
-
-        real_client = dps_register.DpsClient
-
-        def fake_sleep(seconds):
-            self.sleeps.append(seconds)
-
-        def fake_clock():
-            return 100.0 + sum(self.sleeps)
-
-        def client_factory(**kwargs):
-            return real_client(sleep=fake_sleep, clock=fake_clock, **kwargs)
-
-        def exit_json(module, **result):
-            raise Exit(result, failed=False)
-
-        def fail_json(module, msg, **result):
-            raise Exit(dict(result, msg=msg), failed=True)
-
-        monkeypatch.setattr(dps_register, "urls_transport", fake_urls_transport)
-        monkeypatch.setattr(dps_register, "DpsClient", client_factory)
-        monkeypatch.setattr(dps_register.AnsibleModule, "exit_json", exit_json)
-        monkeypatch.setattr(dps_register.AnsibleModule, "fail_json", fail_json)
-
-    def run(self, args: dict, *script) -> Exit:
-        self.script = list(script)
-        with patch_module_args(args), pytest.raises(Exit) as caught:
-            dps_register.main()
-        assert not self.script, "scripted answers left unused"
-        return caught.value
+def register(harness, args: dict, *script):
+    return harness.run(dps_register, args, *script)
 
 
 @pytest.fixture
-def harness(monkeypatch):
-    return Harness(monkeypatch)
-
-
-def _cert(cn: str, key, issuer_key=None):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer")]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(issuer_key or key, hashes.SHA256())
-    )
+def harness(service_module):
+    return service_module
 
 
 @pytest.fixture
 def device_files(tmp_path):
-    """Write chain (leaf + intermediate), leaf-only and key files for CN pi-0042."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _cert("pi-0042", key, ca_key)
-    intermediate = _cert("Intermediate", ca_key)
-    pem = serialization.Encoding.PEM
-    (tmp_path / "chain.pem").write_bytes(leaf.public_bytes(pem) + intermediate.public_bytes(pem))
-    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(pem))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return {
-        "chain": str(tmp_path / "chain.pem"),
-        "leaf": str(tmp_path / "leaf.pem"),
-        "key": str(tmp_path / "key.pem"),
-        "thumbprints": _dps.thumbprints(leaf.public_bytes(serialization.Encoding.DER)),
-    }
+    """Chain (leaf + intermediate), leaf-only and key files for CN pi-0042."""
+    device = Pki(tmp_path).device("pi-0042")
+    return dict(device.files(), thumbprints=_dps.thumbprints(device.issued.der))
 
 
 def x509_args(files, **extra) -> dict:
@@ -145,7 +51,8 @@ def assigned_state(files=None, **extra) -> dict:
 
 
 def test_registers_when_not_registered(harness, device_files):
-    result = harness.run(
+    result = register(
+        harness,
         x509_args(device_files, payload={"site": "lab"}),
         reply(404, {"errorCode": 404201, "message": "not found"}),
         reply(202, {"operationId": "op-1", "status": "assigning"}, Retry_After=2),
@@ -168,14 +75,15 @@ def test_registers_when_not_registered(harness, device_files):
 
 
 def test_already_assigned_same_certificate_is_unchanged(harness, device_files):
-    result = harness.run(x509_args(device_files), reply(200, assigned_state(device_files)))
+    result = register(harness, x509_args(device_files), reply(200, assigned_state(device_files)))
     assert result.result["changed"] is False
     assert result.result["assigned_hub"] == "hub.example"
     assert len(harness.calls) == 1
 
 
 def test_force_registers_again(harness, device_files):
-    result = harness.run(
+    result = register(
+        harness,
         x509_args(device_files, force=True),
         reply(200, assigned_state(device_files)),
         reply(200, {"operationId": "op-2", "status": "assigned", "registrationState": assigned_state(device_files)}),
@@ -185,7 +93,8 @@ def test_force_registers_again(harness, device_files):
 
 def test_assigned_with_other_certificate_registers_again(harness, device_files):
     other = assigned_state(x509={"certificateInfo": {"sha1Thumbprint": "00" * 20}})
-    result = harness.run(
+    result = register(
+        harness,
         x509_args(device_files),
         reply(200, other),
         reply(200, {"operationId": "op-3", "status": "assigned", "registrationState": assigned_state(device_files)}),
@@ -194,13 +103,14 @@ def test_assigned_with_other_certificate_registers_again(harness, device_files):
 
 
 def test_check_mode_stops_after_lookup(harness, device_files):
-    result = harness.run(x509_args(device_files, _ansible_check_mode=True), reply(404, {"errorCode": 404201}))
+    result = register(harness, x509_args(device_files, _ansible_check_mode=True), reply(404, {"errorCode": 404201}))
     assert result.result["changed"] is True
     assert [call["method"] for call in harness.calls] == ["POST"]
 
 
 def test_leaf_only_chain_message(harness, device_files):
-    result = harness.run(
+    result = register(
+        harness,
         x509_args(device_files, client_cert=device_files["leaf"]),
         reply(401, {"errorCode": 401002, "message": "CA certificate not found", "trackingId": "t"}),
     )
@@ -213,27 +123,40 @@ def test_leaf_only_chain_message(harness, device_files):
 
 
 def test_cn_mismatch_fails_before_any_request(harness, device_files):
-    result = harness.run(x509_args(device_files, registration_id="pi-0099"))
+    result = register(harness, x509_args(device_files, registration_id="pi-0099"))
     assert result.failed
     assert "registration id 'pi-0099' does not match certificate CN 'pi-0042'" in result.result["msg"]
     assert harness.calls == []
 
 
 def test_missing_key_file(harness, device_files):
-    result = harness.run(x509_args(device_files, client_key="/nonexistent/key.pem"))
+    result = register(harness, x509_args(device_files, client_key="/nonexistent/key.pem"))
     assert result.result["msg"] == "pi-0042: client_key /nonexistent/key.pem does not exist"
 
 
 def test_invalid_registration_id(harness, device_files):
-    result = harness.run(x509_args(device_files, registration_id="pi 42"))
+    result = register(harness, x509_args(device_files, registration_id="pi 42"))
     assert result.failed
-    assert "not valid for DPS" in result.result["msg"]
+    assert result.result["msg"] == "registration id 'pi 42' contains ' '; DPS allows only letters, digits and - . _ :"
+    assert harness.calls == []
+
+
+def test_registration_id_up_to_128_characters_64_when_it_is_the_certificate_cn(harness, device_files):
+    long_id = "s" * 128
+    args = dict(id_scope="0ne00000A1B", registration_id=long_id, attestation="symmetric_key", group_key=GROUP_KEY)
+    state = {"registrationId": long_id, "status": "assigned", "assignedHub": "h", "symmetricKey": {}}
+    assert register(harness, args, reply(200, state)).result["changed"] is False
+    refused = register(harness, x509_args(device_files, registration_id="x" * 65))
+    assert refused.result["msg"].endswith(
+        "is 65 characters long; DPS allows at most 64 when it is an X.509 certificate CN"
+    )
+    assert harness.calls == []
 
 
 def test_symmetric_key_group_derives_device_key(harness):
     args = dict(id_scope="0ne00000A1B", registration_id="sym-1", attestation="symmetric_key", group_key=GROUP_KEY)
     state = {"registrationId": "sym-1", "status": "assigned", "assignedHub": "h", "symmetricKey": {}}
-    result = harness.run(args, reply(200, state))
+    result = register(harness, args, reply(200, state))
     assert result.result["changed"] is False
     device_key = _dps.derive_device_key(GROUP_KEY, "sym-1")
     authorization = harness.calls[0]["headers"]["Authorization"]
@@ -245,7 +168,7 @@ def test_symmetric_key_group_derives_device_key(harness):
 
 def test_symmetric_key_needs_a_key(harness):
     args = dict(id_scope="0ne00000A1B", registration_id="sym-1", attestation="symmetric_key")
-    result = harness.run(args)
+    result = register(harness, args)
     assert result.failed
     assert "symmetric_key" in result.result["msg"]
     assert "group_key" in result.result["msg"]
@@ -253,14 +176,14 @@ def test_symmetric_key_needs_a_key(harness):
 
 def test_bad_symmetric_key(harness):
     args = dict(id_scope="s", registration_id="sym-1", attestation="symmetric_key", symmetric_key="%%%")
-    assert harness.run(args).result["msg"] == (
+    assert register(harness, args).result["msg"] == (
         "sym-1: symmetric_key is not valid base64 (copy the key exactly as DPS shows it)"
     )
 
 
 def test_disabled_and_failed_results(harness, device_files):
     disabled = {"operationId": "o", "status": "disabled", "registrationState": {"status": "disabled"}}
-    result = harness.run(x509_args(device_files), reply(404, {}), reply(200, disabled))
+    result = register(harness, x509_args(device_files), reply(404, {}), reply(200, disabled))
     assert result.failed
     assert result.result["msg"].startswith("pi-0042: enrollment is disabled in DPS")
     failed = {
@@ -268,20 +191,19 @@ def test_disabled_and_failed_results(harness, device_files):
         "status": "failed",
         "registrationState": {"status": "failed", "errorCode": 400209, "errorMessage": "hub not linked"},
     }
-    result = harness.run(x509_args(device_files), reply(404, {}), reply(200, failed))
+    result = register(harness, x509_args(device_files), reply(404, {}), reply(200, failed))
     assert result.result["msg"] == "pi-0042: DPS registration failed (errorCode 400209): hub not linked"
 
 
-def test_validate_certs_false_warns(harness, device_files, monkeypatch):
-    warnings: list[str] = []
-    monkeypatch.setattr(dps_register.AnsibleModule, "warn", lambda module, text: warnings.append(text))
-    harness.run(x509_args(device_files, validate_certs=False), reply(200, assigned_state(device_files)))
+def test_validate_certs_false_warns(harness, device_files):
+    register(harness, x509_args(device_files, validate_certs=False), reply(200, assigned_state(device_files)))
     assert harness.transport_options["validate_certs"] is False
-    assert any("validate_certs=false" in text for text in warnings)
+    assert any("validate_certs=false" in text for text in harness.warnings)
 
 
 def test_timeout_message(harness, device_files):
-    result = harness.run(
+    result = register(
+        harness,
         x509_args(device_files, timeout=3),
         *[reply(503, {}, Retry_After=1) for _ in range(3)],
     )

@@ -5,18 +5,13 @@ from __future__ import annotations
 import base64
 import json
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import Response
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_registration_record
+from tests.support.dps_fakes import reply
 
 POLICY_KEY = base64.b64encode(b"policy-key-material-0123456789ab").decode()
 HOST = "contoso-dps.azure-devices-provisioning.net"
 CONNECTION_STRING = f"HostName={HOST};SharedAccessKeyName=registrations;SharedAccessKey={POLICY_KEY}"
 RECORD = {"registrationId": "pi-1", "status": "assigned", "assignedHub": "hub-a", "deviceId": "pi-1", "etag": '"r1"'}
-
-
-def reply(status: int, body=None, **headers) -> Response:
-    raw = json.dumps(body).encode() if body is not None else b""
-    return Response(status, {key.replace("_", "-"): str(value) for key, value in headers.items()}, raw)
 
 
 def run(harness, *script, **args):

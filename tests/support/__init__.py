@@ -1,0 +1,12 @@
+"""What every test suite shares, one of each (loaded through `pytest_plugins` in tests/conftest.py):
+
+- paths.py      where the repository, the collection link and the venv's executables are
+- plugin.py     the pytest plugin: makes `ansible_collections.iotfleet.aziot` importable, and the fixtures below
+- pki.py        the one PKI builder: CAs, device certificates and their files (no collection code: the DPS emulator's
+                own tests use it too)
+- emulator.py   the DPS emulator fixture factory, on top of `dps_emulator.testing`
+- playbook.py   `run_playbook`: ansible-playbook on generated tasks or a playbook file, results back as a dict
+- modules.py    `run_module`: one module's main() with arguments, in this process or a forked one
+- dps_fakes.py  a scripted transport and a fake clock for the collection's DPS clients (unit tests, no network)
+- killer.py     SIGKILLs a module process at a chosen point of its write path (run_module(kill_at=...))
+"""

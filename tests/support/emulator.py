@@ -1,0 +1,45 @@
+"""The DPS emulator fixture factory, on top of `dps_emulator.testing` (the emulator's own stable test interface).
+
+    @pytest.fixture(scope="module")
+    def emulator(dps_emulator_factory, pki):
+        return dps_emulator_factory({"id_scope": ..., "enrollment_groups": [...]})
+
+Each call writes the configuration (a dict, dumped as YAML, or YAML text) to a fresh directory, starts an emulator
+process there and returns its `Emulator`. Every emulator the factory started is stopped at the end of the session,
+and must have exited cleanly (its log is shown when not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from dps_emulator.testing import Emulator, start_emulator
+
+EmulatorFactory = Callable[..., Emulator]
+
+
+def start_dps_emulator(directory: Path, config: dict | str, filename: str = "dps.yml") -> Emulator:
+    """Write `config` to `directory/filename` and start an emulator with its state in `directory/state`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / filename
+    config_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config), encoding="utf-8")
+    return start_emulator(config_path, directory / "state")
+
+
+@pytest.fixture(scope="session")
+def dps_emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorFactory]:
+    started: list[Emulator] = []
+
+    def start(config: dict | str, name: str = "dps") -> Emulator:
+        emulator = start_dps_emulator(tmp_path_factory.mktemp(name), config)
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()
+    unclean = [emulator.log() for emulator in started if emulator.process and emulator.process.returncode != 0]
+    assert not unclean, "a DPS emulator did not exit cleanly:\n" + "\n".join(unclean)
