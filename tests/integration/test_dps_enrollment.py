@@ -10,118 +10,54 @@ generated group key and an individual enrollment are shown to work, not only to 
 from __future__ import annotations
 
 import base64
-import datetime
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from dps_emulator.testing import start_emulator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+from tests.support.pki import Pki
+from tests.support.playbook import run_playbook
+
 ID_SCOPE = "0ne00SVCTEST"
 HUB_A = "hub-a.azure-devices.net"
 HUB_B = "hub-b.azure-devices.net"
 OWNER_KEY = base64.b64encode(b"service-owner-key-0123456789abcd").decode()
 READER_KEY = base64.b64encode(b"service-reader-key-0123456789abc").decode()
 WRONG_KEY = base64.b64encode(b"not-the-owner-key-0123456789abcd").decode()
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _issue(subject_cn: str, key, issuer_cert, issuer_key, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject_cn))
-        .issuer_name(issuer_cert.subject if issuer_cert is not None else _name(subject_cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(issuer_key, hashes.SHA256())
-    )
-
-
-class Pki:
-    """A root, two intermediates (for a rollover) and device certificates, written as PEM files."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.root_key = ec.generate_private_key(ec.SECP256R1())
-        self.root = _issue("iotfleet Service Test Root", self.root_key, None, self.root_key, ca=True)
-        self.paths = {"root": self._write("root.pem", self.root)}
-        self.intermediates = {}
-        for name in ("intermediate", "intermediate-2027"):
-            key = ec.generate_private_key(ec.SECP256R1())
-            certificate = _issue(f"iotfleet {name}", key, self.root, self.root_key, ca=True)
-            self.intermediates[name] = (certificate, key)
-            self.paths[name] = self._write(f"{name}.pem", certificate)
-
-    def _write(self, filename: str, *certificates) -> str:
-        path = self.directory / filename
-        path.write_bytes(b"".join(item.public_bytes(serialization.Encoding.PEM) for item in certificates))
-        return str(path)
-
-    def device(self, registration_id: str) -> dict[str, str]:
-        issuer, issuer_key = self.intermediates["intermediate"]
-        key = ec.generate_private_key(ec.SECP256R1())
-        leaf = _issue(registration_id, key, issuer, issuer_key, ca=False)
-        key_path = self.directory / f"{registration_id}.key.pem"
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        key_path.chmod(0o600)
-        return {
-            "chain": self._write(f"{registration_id}.chain.pem", leaf, issuer),
-            "leaf": self._write(f"{registration_id}.pem", leaf),
-            "key": str(key_path),
-            "sha256": leaf.fingerprint(hashes.SHA256()).hex().upper(),
-        }
+# A second intermediate under the same root, for the certificate rollover.
+ROLLOVER_CA = "intermediate-2027.pem"
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
+    made = Pki(tmp_path_factory.mktemp("pki"), label="iotfleet Service Test")
+    made.ca("iotfleet intermediate-2027", issuer=made.root, filename=ROLLOVER_CA)
+    return made
 
 
 @pytest.fixture(scope="module")
-def emulator(pki, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("dps")
-    config = {
-        "id_scope": ID_SCOPE,
-        "linked_hubs": [HUB_A, HUB_B],
-        "defaults": {"assignment_delay": 0.2, "retry_after": 1},
-        "shared_access_policies": [
-            {
-                "name": "provisioningserviceowner",
-                "primary_key": OWNER_KEY,
-                "rights": ["EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite"],
-            },
-            {"name": "enrollmentread", "primary_key": READER_KEY, "rights": ["EnrollmentRead"]},
-        ],
-        "certificates": [{"name": "service-test-root", "certificate": pki.paths["root"], "verified": True}],
-    }
-    config_path = directory / "dps.yml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    running = start_emulator(config_path, directory / "state")
-    try:
-        yield running
-    finally:
-        running.stop()
+def emulator(pki, dps_emulator_factory):
+    return dps_emulator_factory(
+        {
+            "id_scope": ID_SCOPE,
+            "linked_hubs": [HUB_A, HUB_B],
+            "defaults": {"assignment_delay": 0.2, "retry_after": 1},
+            "shared_access_policies": [
+                {
+                    "name": "provisioningserviceowner",
+                    "primary_key": OWNER_KEY,
+                    "rights": [
+                        "EnrollmentRead",
+                        "EnrollmentWrite",
+                        "RegistrationStatusRead",
+                        "RegistrationStatusWrite",
+                    ],
+                },
+                {"name": "enrollmentread", "primary_key": READER_KEY, "rights": ["EnrollmentRead"]},
+            ],
+            "certificates": [{"name": "service-test-root", "certificate": str(pki.root_path), "verified": True}],
+        }
+    )
 
 
 def connection_string(emulator, policy: str = "provisioningserviceowner", key: str = OWNER_KEY) -> str:
@@ -130,55 +66,11 @@ def connection_string(emulator, policy: str = "provisioningserviceowner", key: s
 
 def run_play(tmp_path: Path, emulator, tasks: list[dict]) -> dict:
     """Run `tasks` on localhost with the service connection set once (module_defaults on the action group), then
-    return every registered result (written to a JSON file by a last task)."""
-    registered = [task["register"] for task in tasks if "register" in task]
-    results_path = tmp_path / "results.json"
-    dump = {name: f"{{{{ {name} | default(None) }}}}" for name in registered}
-    tasks = [
-        *tasks,
-        {
-            "name": "Save the results",
-            "ansible.builtin.copy": {"content": "{{ results | to_nice_json }}", "dest": str(results_path)},
-            "vars": {"results": dump},
-        },
-    ]
-    play = {
-        "name": "dps service API integration",
-        "hosts": "localhost",
-        "gather_facts": False,
-        "module_defaults": {
-            "group/iotfleet.aziot.dps_service": {
-                "connection_string": connection_string(emulator),
-                "ca_path": emulator.ca_cert,
-                "timeout": 30,
-            }
-        },
-        "tasks": tasks,
-    }
-    playbook_path = tmp_path / "playbook.yml"
-    playbook_path.write_text(yaml.safe_dump([play], sort_keys=False), encoding="utf-8")
-    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
-    env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    result = subprocess.run(
-        [
-            str(ANSIBLE_PLAYBOOK),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            str(playbook_path),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    return json.loads(results_path.read_text(encoding="utf-8"))
+    return every registered result."""
+    defaults = {"connection_string": connection_string(emulator), "ca_path": emulator.ca_cert, "timeout": 30}
+    run = run_playbook(tmp_path, tasks, play={"module_defaults": {"group/iotfleet.aziot.dps_service": defaults}})
+    assert run.returncode == 0, run.output()
+    return run.results
 
 
 def four_runs(module: str, args: dict, name: str) -> list[dict]:
@@ -209,7 +101,7 @@ def test_x509_group_create_update_rollover_and_delete(emulator, pki, tmp_path):
     group = {
         "enrollment_group_id": "fleet-plant-3",
         "attestation": "x509",
-        "primary_certificate": pki.paths["intermediate"],
+        "primary_certificate": str(pki.intermediate_path),
         "iot_hubs": [HUB_A],
         "allocation_policy": "hashed",
         "iot_edge": True,
@@ -217,8 +109,8 @@ def test_x509_group_create_update_rollover_and_delete(emulator, pki, tmp_path):
         "reprovision_policy": {"migrate_device_data": False},
     }
     updated = dict(group, iot_hubs=[HUB_A, HUB_B], initial_twin={"tags": {"site": "plant-3", "ring": "beta"}})
-    rollover = dict(updated, secondary_certificate=pki.paths["intermediate-2027"])
-    promoted = dict(updated, primary_certificate=pki.paths["intermediate-2027"])
+    rollover = dict(updated, secondary_certificate=str(pki.directory / ROLLOVER_CA))
+    promoted = dict(updated, primary_certificate=str(pki.directory / ROLLOVER_CA))
     tasks = [
         *four_runs(ENROLLMENT, group, "create"),
         *four_runs(ENROLLMENT, updated, "update"),
@@ -323,7 +215,7 @@ def test_individual_x509_enrollment_registers_then_is_disabled(emulator, pki, tm
     enrollment = {
         "registration_id": "pi-svc-0042",
         "attestation": "x509",
-        "primary_certificate": device["chain"],  # a full-chain file: its first certificate is the device's
+        "primary_certificate": device.chain_file,  # a full-chain file: its first certificate is the device's
         "device_id": "pi-svc-0042-edge",
         "iot_hubs": [HUB_A],
     }
@@ -332,8 +224,8 @@ def test_individual_x509_enrollment_registers_then_is_disabled(emulator, pki, tm
         "registration_id": "pi-svc-0042",
         "provisioning_host": f"{emulator.host}:{emulator.port}",
         "ca_path": emulator.ca_cert,
-        "client_cert": device["chain"],
-        "client_key": device["key"],
+        "client_cert": device.chain_file,
+        "client_key": device.key_file,
         "timeout": 30,
     }
     tasks = [
@@ -353,7 +245,7 @@ def test_individual_x509_enrollment_registers_then_is_disabled(emulator, pki, tm
     listed = {item["registrationId"]: item for item in results["enrollments"]["enrollments"]}
     assert listed["pi-svc-0042"]["provisioningStatus"] == "disabled"
     client = listed["pi-svc-0042"]["attestation"]["x509"]["clientCertificates"]["primary"]["info"]
-    assert client["sha256Thumbprint"].replace(":", "").upper() == device["sha256"]
+    assert client["sha256Thumbprint"].replace(":", "").upper() == device.sha256
 
 
 def test_group_on_a_ca_reference(emulator, tmp_path):
@@ -372,7 +264,7 @@ def test_errors_a_user_can_act_on(emulator, pki, tmp_path):
     base = {
         "enrollment_group_id": "fleet-errors",
         "attestation": "x509",
-        "primary_certificate": pki.paths["intermediate"],
+        "primary_certificate": str(pki.intermediate_path),
     }
     failing = {"failed_when": False}
     tasks = [
@@ -423,6 +315,6 @@ def test_errors_a_user_can_act_on(emulator, pki, tmp_path):
 def device_key_file(pki: Pki) -> str:
     """A PEM file holding a certificate and its private key: what must never be uploaded."""
     device = pki.device("pi-with-key")
-    path = Path(device["leaf"]).with_suffix(".bundle.pem")
-    path.write_bytes(Path(device["leaf"]).read_bytes() + Path(device["key"]).read_bytes())
+    path = Path(device.leaf_file).with_suffix(".bundle.pem")
+    path.write_bytes(Path(device.leaf_file).read_bytes() + Path(device.key_file).read_bytes())
     return str(path)

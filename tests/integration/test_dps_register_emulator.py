@@ -1,148 +1,51 @@
 """iotfleet.aziot.dps_register through ansible-playbook against the local DPS emulator (tools/dps_emulator).
 
 One emulator for the module; every case uses its own registration id so the cases do not depend on each other.
-The PKI (root -> intermediate -> device leaf) is made here with `cryptography`; the X.509 enrollment group trusts
+The PKI (root -> intermediate -> device leaf) comes from tests/support/pki.py; the X.509 enrollment group trusts
 the root, so a device must send leaf + intermediate.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
-from dps_emulator.testing import start_emulator
+from tests.support.pki import Pki
+from tests.support.playbook import PlaybookRun, run_playbook
 
 ID_SCOPE = "0ne00DPSTEST"
 HUB = "hub-test.azure-devices.net"
 GROUP_KEY = base64.b64encode(b"integration-group-key-0123456789").decode()
 DISABLED_KEY = base64.b64encode(b"disabled-device-key-0123456789ab").decode()
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _issue(subject_cn: str, key, issuer_cert, issuer_key, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject_cn))
-        .issuer_name(issuer_cert.subject if issuer_cert is not None else _name(subject_cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-class Pki:
-    """Root and intermediate CA in `directory`; `device()` writes a device's key, full chain and leaf-only files."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.root_key = ec.generate_private_key(ec.SECP256R1())
-        self.root = _issue("iotfleet Test Root CA", self.root_key, None, self.root_key, ca=True)
-        self.intermediate_key = ec.generate_private_key(ec.SECP256R1())
-        self.intermediate = _issue(
-            "iotfleet Test Intermediate CA", self.intermediate_key, self.root, self.root_key, True
-        )
-        self.root_path = directory / "root.pem"
-        self.root_path.write_bytes(self.root.public_bytes(serialization.Encoding.PEM))
-
-    def device(self, registration_id: str) -> dict[str, str]:
-        pem = serialization.Encoding.PEM
-        key = ec.generate_private_key(ec.SECP256R1())
-        leaf = _issue(registration_id, key, self.intermediate, self.intermediate_key, ca=False)
-        paths = {name: self.directory / f"{registration_id}.{name}.pem" for name in ("key", "chain", "leaf")}
-        paths["key"].write_bytes(
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
-        paths["key"].chmod(0o600)
-        paths["chain"].write_bytes(leaf.public_bytes(pem) + self.intermediate.public_bytes(pem))
-        paths["leaf"].write_bytes(leaf.public_bytes(pem))
-        return {name: str(path) for name, path in paths.items()}
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
+    return Pki(tmp_path_factory.mktemp("pki"), label="iotfleet Test")
 
 
 @pytest.fixture(scope="module")
-def emulator(pki, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("dps")
-    config = {
-        "id_scope": ID_SCOPE,
-        "linked_hubs": [HUB],
-        "defaults": {"assignment_delay": 0.3, "retry_after": 1},
-        "enrollment_groups": [
-            {"name": "fleet-x509", "attestation": "x509", "ca_cert": str(pki.root_path), "verified": True},
-            {"name": "fleet-sym", "attestation": "symmetric_key", "primary_key": GROUP_KEY},
-        ],
-        "individual_enrollments": [
-            {
-                "registration_id": "sym-disabled",
-                "attestation": "symmetric_key",
-                "primary_key": DISABLED_KEY,
-                "provisioning_status": "disabled",
-            }
-        ],
-    }
-    config_path = directory / "enrollments.yml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    running = start_emulator(config_path, directory / "state")
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-def run_playbook(tmp_path: Path, tasks: list[dict], variables: dict) -> subprocess.CompletedProcess:
-    playbook = [{"name": "dps_register integration", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]
-    playbook_path = tmp_path / "playbook.yml"
-    playbook_path.write_text(yaml.safe_dump(playbook, sort_keys=False), encoding="utf-8")
-    vars_path = tmp_path / "vars.json"
-    vars_path.write_text(json.dumps(variables), encoding="utf-8")
-    env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
-    env.update(ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    result = subprocess.run(
-        [
-            str(ANSIBLE_PLAYBOOK),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-e",
-            f"@{vars_path}",
-            str(playbook_path),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def emulator(pki, dps_emulator_factory):
+    return dps_emulator_factory(
+        {
+            "id_scope": ID_SCOPE,
+            "linked_hubs": [HUB],
+            "defaults": {"assignment_delay": 0.3, "retry_after": 1},
+            "enrollment_groups": [
+                {"name": "fleet-x509", "attestation": "x509", "ca_cert": str(pki.root_path), "verified": True},
+                {"name": "fleet-sym", "attestation": "symmetric_key", "primary_key": GROUP_KEY},
+            ],
+            "individual_enrollments": [
+                {
+                    "registration_id": "sym-disabled",
+                    "attestation": "symmetric_key",
+                    "primary_key": DISABLED_KEY,
+                    "provisioning_status": "disabled",
+                }
+            ],
+        }
     )
-    return result
 
 
 def connection(emulator) -> dict:
@@ -178,8 +81,8 @@ def four_runs(module_args: str) -> list[dict]:
     ]
 
 
-def assert_ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+def assert_ok(run: PlaybookRun) -> None:
+    assert run.returncode == 0, run.output()
 
 
 def registered(emulator) -> dict[str, dict]:
@@ -190,7 +93,7 @@ def registered(emulator) -> dict[str, dict]:
 def test_x509_group_four_runs(emulator, pki, tmp_path):
     device = pki.device("pi-int-x509")
     variables = dict(
-        connection(emulator), registration_id="pi-int-x509", hub=HUB, chain=device["chain"], key=device["key"]
+        connection(emulator), registration_id="pi-int-x509", hub=HUB, chain=device.chain_file, key=device.key_file
     )
     args = {
         "id_scope": "{{ id_scope }}",
@@ -209,7 +112,7 @@ def test_x509_group_four_runs(emulator, pki, tmp_path):
 
 def test_leaf_only_chain_is_refused_with_the_fix(emulator, pki, tmp_path):
     device = pki.device("pi-int-leaf")
-    variables = dict(connection(emulator), registration_id="pi-int-leaf", leaf=device["leaf"], key=device["key"])
+    variables = dict(connection(emulator), registration_id="pi-int-leaf", leaf=device.leaf_file, key=device.key_file)
     tasks = [
         {
             "name": "Register with only the device certificate",
@@ -299,7 +202,7 @@ def test_throttling_and_dropped_connection_recover(emulator, pki, tmp_path):
             {"type": "drop", "count": 1, "endpoint": "operation", "registration_id": "pi-int-drop"},
         ]
     )
-    variables = dict(connection(emulator), storm=storm, drop=drop)
+    variables = dict(connection(emulator), storm=storm.files(), drop=drop.files())
     tasks = []
     for name, files in (("storm", "storm"), ("drop", "drop")):
         tasks.append(
