@@ -8,24 +8,27 @@ from pathlib import Path
 import pytest
 from dps_emulator.testing import Emulator, start_emulator
 
-from .helpers import NOW, DeviceCert, Pki, config_text
+from tests.support.pki import Device, new_key
+
+from .helpers import NOW, EmulatorPki, config_text
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> EmulatorPki:
+    return EmulatorPki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")
-def devices(pki: Pki) -> dict[str, DeviceCert]:
+def devices(pki: EmulatorPki) -> dict[str, Device]:
     return {
         "group": pki.device("dev-group-1"),
         "group2": pki.device("dev-group-2"),
         "individual": pki.device("dev-individual-1"),
         "disabled": pki.device("dev-disabled"),
-        "unknown": pki.device("dev-unknown", issuer="other"),
-        "forged": pki.device("dev-forged", issuer="forged"),
-        "unverified": pki.device("dev-unverified", issuer="unverified"),
+        "unknown": pki.device("dev-unknown", issuer=pki.other_root),
+        # claims the intermediate as its issuer, signed by an unrelated key
+        "forged": pki.device("dev-forged", signing_key=new_key()),
+        "unverified": pki.device("dev-unverified", issuer=pki.unverified_root),
         "expired": pki.device(
             "dev-expired",
             not_before=NOW - datetime.timedelta(days=10),
@@ -36,8 +39,8 @@ def devices(pki: Pki) -> dict[str, DeviceCert]:
 
 
 @pytest.fixture(scope="session")
-def config_file(pki: Pki, devices: dict[str, DeviceCert]) -> Path:
-    path = pki.dir / "enrollments.yml"
+def config_file(pki: EmulatorPki, devices: dict[str, Device]) -> Path:
+    path = pki.directory / "enrollments.yml"
     path.write_text(config_text(devices["individual"].leaf_file, devices["disabled"].leaf_file), encoding="utf-8")
     return path
 

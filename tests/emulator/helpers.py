@@ -1,4 +1,5 @@
-"""Test PKI, enrollment file text and a tiny DPS client written for these tests (independent of the collection)."""
+"""The emulator tests' PKI (the shared builder, tests/support/pki.py, plus the CAs these tests need), enrollment
+file text, and a tiny DPS client written for these tests (independent of the collection)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,12 @@ import hashlib
 import hmac
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from dps_emulator.testing import Emulator
+
+from tests.support.pki import Pki
 
 ID_SCOPE = "0ne00EMUL01"
 API_VERSION = "2021-06-01"
@@ -32,107 +30,17 @@ SERVICE_API_VERSION = "2021-10-01"
 NOW = datetime.datetime.now(datetime.UTC)
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_cert(
-    cn: str,
-    issuer_cert: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey | None,
-    ca: bool,
-    key: ec.EllipticCurvePrivateKey | None = None,
-    not_before: datetime.datetime | None = None,
-    not_after: datetime.datetime | None = None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(issuer_cert.subject if issuer_cert else _name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or NOW - datetime.timedelta(days=1))
-        .not_valid_after(not_after or NOW + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return cert, key
-
-
-def pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-@dataclass
-class DeviceCert:
-    cert: x509.Certificate
-    chain_file: str  # leaf + intermediate
-    leaf_file: str  # leaf only
-    key_file: str
-
-    def full(self) -> tuple[str, str]:
-        return (self.chain_file, self.key_file)
-
-    def leaf_only(self) -> tuple[str, str]:
-        return (self.leaf_file, self.key_file)
-
-
-class Pki:
-    """root -> intermediate -> device leafs, plus an unrelated root."""
+class EmulatorPki(Pki):
+    """root -> intermediate (the shared test PKI), plus an unrelated root, a root never verified, and a root
+    uploaded verified whose intermediate reaches groups only through the service API's signingCertificates.
+    The enrollment file (config_text) names root.pem, unverified-root.pem and api-root.pem."""
 
     def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.root, self.root_key = make_cert("Test Root CA", None, None, ca=True)
-        self.intermediate, self.intermediate_key = make_cert("Test Intermediate CA", self.root, self.root_key, ca=True)
-        self.other_root, self.other_root_key = make_cert("Unrelated Root CA", None, None, ca=True)
-        self.unverified_root, self.unverified_root_key = make_cert("Unverified Root CA", None, None, ca=True)
-        # uploaded through the config's `certificates` (verified); its intermediate is given to groups through the
-        # service API's signingCertificates only
-        self.api_root, self.api_root_key = make_cert("API Root CA", None, None, ca=True)
-        self.api_intermediate, self.api_intermediate_key = make_cert(
-            "API Intermediate CA", self.api_root, self.api_root_key, ca=True
-        )
-        (directory / "api-root.pem").write_bytes(pem(self.api_root))
-        (directory / "unverified-root.pem").write_bytes(pem(self.unverified_root))
-        (directory / "root.pem").write_bytes(pem(self.root))
-        (directory / "intermediate.pem").write_bytes(pem(self.intermediate))
-        (directory / "other-root.pem").write_bytes(pem(self.other_root))
-
-    def device(self, cn: str, issuer: str = "intermediate", **validity: datetime.datetime) -> DeviceCert:
-        if issuer == "intermediate":
-            issuer_cert, issuer_key, chain_extra = self.intermediate, self.intermediate_key, [self.intermediate]
-        elif issuer == "api":
-            issuer_cert, issuer_key, chain_extra = (
-                self.api_intermediate,
-                self.api_intermediate_key,
-                [self.api_intermediate],
-            )
-        elif issuer == "other":
-            issuer_cert, issuer_key, chain_extra = self.other_root, self.other_root_key, []
-        elif issuer == "unverified":
-            issuer_cert, issuer_key, chain_extra = self.unverified_root, self.unverified_root_key, []
-        elif issuer == "forged":
-            # claims the intermediate as issuer but is signed by an unrelated key
-            issuer_cert, issuer_key, chain_extra = (
-                self.intermediate,
-                ec.generate_private_key(ec.SECP256R1()),
-                [self.intermediate],
-            )
-        else:
-            raise ValueError(issuer)
-        cert, key = make_cert(cn, issuer_cert, issuer_key, ca=False, **validity)
-        stem = self.dir / f"{cn}.{issuer}"
-        Path(f"{stem}.chain.pem").write_bytes(pem(cert) + b"".join(pem(extra) for extra in chain_extra))
-        Path(f"{stem}.leaf.pem").write_bytes(pem(cert))
-        Path(f"{stem}.key").write_bytes(key_pem(key))
-        return DeviceCert(cert, f"{stem}.chain.pem", f"{stem}.leaf.pem", f"{stem}.key")
+        super().__init__(directory)
+        self.other_root = self.ca("Unrelated Root CA", filename="other-root.pem")
+        self.unverified_root = self.ca("Unverified Root CA", filename="unverified-root.pem")
+        self.api_root = self.ca("API Root CA", filename="api-root.pem")
+        self.api_intermediate = self.ca("API Intermediate CA", issuer=self.api_root)
 
 
 def config_text(individual_cert: str, disabled_cert: str, retry_after: int = 1, extra: str = "") -> str:
@@ -359,7 +267,3 @@ def symmetric_individual(registration_id: str, primary_key: str | None = None, *
     if primary_key:
         attestation["symmetricKey"] = {"primaryKey": primary_key}
     return {"registrationId": registration_id, "attestation": attestation, **fields}
-
-
-def pem_text(cert: x509.Certificate) -> str:
-    return pem(cert).decode("ascii")

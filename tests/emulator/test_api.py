@@ -151,7 +151,7 @@ def test_documented_example_config_loads(tmp_path, pki):
     copy = tmp_path / "enrollments.yml"
     copy.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "root-ca.pem").write_bytes((pki.dir / "root.pem").read_bytes())
+    (tmp_path / "certs" / "root-ca.pem").write_bytes((pki.directory / "root.pem").read_bytes())
     config = load_config(copy)
     groups = [seed.record["enrollmentGroupId"] for seed in config.seeds if seed.kind == "enrollmentGroups"]
     individuals = [seed.record["registrationId"] for seed in config.seeds if seed.kind == "enrollments"]

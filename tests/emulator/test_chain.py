@@ -10,15 +10,14 @@ import pytest
 from dps_emulator.enrollments import Enrollment
 from dps_emulator.pki import match_group
 
-from .helpers import make_cert
+from tests.support.pki import issue
 
 
 @pytest.fixture(scope="module")
 def chain():
-    root, root_key = make_cert("Chain Root", None, None, ca=True)
-    intermediate, intermediate_key = make_cert("Chain Intermediate", root, root_key, ca=True)
-    leaf, _ = make_cert("chain-dev", intermediate, intermediate_key, ca=False)
-    return root, intermediate, leaf
+    root = issue("Chain Root", ca=True)
+    intermediate = issue("Chain Intermediate", root, ca=True)
+    return root.cert, intermediate.cert, issue("chain-dev", intermediate).cert
 
 
 def group(name: str, ca) -> Enrollment:
@@ -75,14 +74,14 @@ def test_nothing_verified_is_refused(chain):
     refused = match_group(leaf, [intermediate, root], [group("on-int", intermediate), group("on-root", root)], [])
     assert refused.group is None and "is not verified" in refused.problem
     # a verified CA that is not in the chain does not help
-    other, _ = make_cert("Other Root", None, None, ca=True)
+    other = issue("Other Root", ca=True).cert
     refused = match_group(leaf, [intermediate], [group("on-int", intermediate)], [other])
     assert refused.group is None and "is not verified" in refused.problem
 
 
 def test_same_name_other_key_is_not_the_ca(chain):
     root, intermediate, leaf = chain
-    impostor, _ = make_cert("Chain Intermediate", None, None, ca=True)  # same subject, different key
+    impostor = issue("Chain Intermediate", ca=True).cert  # same subject, different key
     match = match_group(leaf, [], [group("impostor", impostor)], [impostor])
     assert match.group is None and "does not verify" in match.problem
     # ...and a real group still matches when the impostor is configured too

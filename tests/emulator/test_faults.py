@@ -76,7 +76,7 @@ def test_faults_from_config_and_rate_limit(pki, devices, tmp_path):
     extra = "faults:\n  - type: error\n    count: 1\n    endpoint: register\n"
     text = config_text(devices["individual"].leaf_file, devices["disabled"].leaf_file, extra=extra)
     text = text.replace("  retry_after: 1\n", "  retry_after: 1\n  rate_limit_per_minute: 2\n")
-    config = pki.dir / "faulty.yml"
+    config = pki.directory / "faulty.yml"
     config.write_text(text, encoding="utf-8")
     emulator = start_emulator(config, tmp_path / "state")
     try:

@@ -16,7 +16,6 @@ from .helpers import (
     Client,
     ServiceClient,
     derived_key,
-    pem_text,
     sas_token,
     service_sas,
     symmetric_group,
@@ -248,14 +247,14 @@ def test_x509_group_records_show_certificate_and_info(emulator, pki):
         "enrollmentGroupId": "view-group",
         "attestation": {
             "type": "x509",
-            "x509": {"signingCertificates": {"primary": {"certificate": pem_text(pki.root)}}},
+            "x509": {"signingCertificates": {"primary": {"certificate": pki.root.pem_text}}},
         },
         "iotHubHostName": "hub-b.azure-devices.net",
         "capabilities": {"iotEdge": True},
     }
     record = service.put("/enrollmentGroups/view-group", body).json()
     primary = record["attestation"]["x509"]["signingCertificates"]["primary"]
-    assert primary["certificate"] == pem_text(pki.root)  # a GET can be PUT back as it is
+    assert primary["certificate"] == pki.root.pem_text  # a GET can be PUT back as it is
     assert primary["info"]["subjectName"] == "CN=Test Root CA"
     assert len(primary["info"]["sha256Thumbprint"]) == 64
     assert record["allocationPolicy"] == "static" and record["iotHubHostName"] == "hub-b.azure-devices.net"

@@ -17,7 +17,6 @@ from .helpers import (
     ServiceClient,
     config_text,
     derived_key,
-    pem_text,
     sas_token,
     symmetric_group,
     symmetric_individual,
@@ -33,7 +32,7 @@ def _device(emulator, registration_id: str) -> dict:
 
 
 def _signing_group(group_id: str, certificate) -> dict:
-    signing = {"primary": {"certificate": pem_text(certificate)}}
+    signing = {"primary": {"certificate": certificate.pem_text}}
     return {"enrollmentGroupId": group_id, "attestation": {"type": "x509", "x509": {"signingCertificates": signing}}}
 
 
@@ -46,14 +45,14 @@ def test_api_created_enrollments_are_used_at_once(emulator, pki):
     assert result["status"] == "assigned"
     assert result["registrationState"]["symmetricKey"] == {"enrollmentGroupId": None}
     # X.509 individual enrollment from the device certificate, with its own device id and hub
-    device = pki.device("api-x509-1", issuer="other")  # an unknown CA: only the individual enrollment admits it
+    device = pki.device("api-x509-1", issuer=pki.other_root)  # an unknown CA: only the individual enrollment admits it
     body = {
         "registrationId": "api-x509-1",
         "deviceId": "pump-7",
         "iotHubHostName": "hub-b.azure-devices.net",
         "attestation": {
             "type": "x509",
-            "x509": {"clientCertificates": {"primary": {"certificate": pem_text(device.cert)}}},
+            "x509": {"clientCertificates": {"primary": {"certificate": device.issued.pem_text}}},
         },
     }
     assert Client(emulator, cert=device.full()).register("api-x509-1").status_code == 401
@@ -75,7 +74,7 @@ def test_signing_certificate_intermediate_under_verified_root(emulator, pki):
     """Group on an intermediate given only in signingCertificates; its root is uploaded and verified."""
     service = ServiceClient(emulator)
     assert service.put("/enrollmentGroups/api-intermediate", _signing_group("api-intermediate", pki.api_intermediate))
-    device = pki.device("api-chain-dev", issuer="api")
+    device = pki.device("api-chain-dev", issuer=pki.api_intermediate)
     leaf_only = Client(emulator, cert=device.leaf_only()).register("api-chain-dev")
     assert leaf_only.status_code == 401, leaf_only.text
     assert leaf_only.json()["errorCode"] == 401002
@@ -84,7 +83,7 @@ def test_signing_certificate_intermediate_under_verified_root(emulator, pki):
     assert state["x509"]["enrollmentGroupId"] == "api-intermediate"
     assert state["x509"]["signingCertificateInfo"]["subjectName"] == "CN=API Intermediate CA"
     with_root = Path(device.chain_file).with_suffix(".root.pem")
-    with_root.write_bytes(Path(device.chain_file).read_bytes() + (pki.dir / "api-root.pem").read_bytes())
+    with_root.write_bytes(Path(device.chain_file).read_bytes() + (pki.directory / "api-root.pem").read_bytes())
     state = Client(emulator, cert=(str(with_root), device.key_file)).provision("api-chain-dev")["registrationState"]
     assert state["x509"]["enrollmentGroupId"] == "api-intermediate"
     # without the group, the same chain reaches a verified CA but no enrollment: refused
@@ -103,7 +102,7 @@ def test_ca_reference_groups(emulator, pki):
     }
     record = service.put("/enrollmentGroups/api-ca-ref", group).json()
     assert record["attestation"]["x509"] == {"caReferences": {"primary": "API-ROOT"}}
-    device = pki.device("api-ref-dev", issuer="api")
+    device = pki.device("api-ref-dev", issuer=pki.api_intermediate)
     state = Client(emulator, cert=device.full()).provision("api-ref-dev")["registrationState"]
     assert (state["x509"]["enrollmentGroupId"], state["assignedHub"]) == ("api-ca-ref", "hub-a.azure-devices.net")
     assert service.delete("/enrollmentGroups/api-ca-ref").status_code == 204
@@ -111,7 +110,7 @@ def test_ca_reference_groups(emulator, pki):
     unverified = dict(group, enrollmentGroupId="api-unverified-ref")
     unverified["attestation"] = {"type": "x509", "x509": {"caReferences": {"primary": "unverified-upload"}}}
     assert service.put("/enrollmentGroups/api-unverified-ref", unverified).status_code == 200
-    other = pki.device("api-unverified-dev", issuer="unverified")
+    other = pki.device("api-unverified-dev", issuer=pki.unverified_root)
     response = Client(emulator, cert=other.full()).register("api-unverified-dev")
     assert response.status_code == 401 and "is not verified" in response.json()["message"]
     assert service.delete("/enrollmentGroups/api-unverified-ref").status_code == 204
@@ -206,7 +205,7 @@ def test_disabled_individual_enrollment_blocks_one_device_of_a_group(emulator, p
         "provisioningStatus": "disabled",
         "attestation": {
             "type": "x509",
-            "x509": {"clientCertificates": {"primary": {"certificate": pem_text(x509_device.cert)}}},
+            "x509": {"clientCertificates": {"primary": {"certificate": x509_device.issued.pem_text}}},
         },
     }
     assert service.put("/enrollments/block-x509-dev", body).status_code == 200

@@ -44,7 +44,7 @@ def test_leaf_only_chain_refused(emulator, devices):
 
 def test_chain_including_root_accepted(emulator, devices, pki, tmp_path):
     chain = tmp_path / "with-root.pem"
-    chain.write_bytes(Path(devices["group2"].chain_file).read_bytes() + (pki.dir / "root.pem").read_bytes())
+    chain.write_bytes(Path(devices["group2"].chain_file).read_bytes() + (pki.directory / "root.pem").read_bytes())
     result = Client(emulator, cert=(str(chain), devices["group2"].key_file)).provision("dev-group-2")
     assert result["registrationState"]["x509"]["enrollmentGroupId"] == "fleet-x509"
 
