@@ -134,7 +134,8 @@ def load_private_key(data: bytes, what: str, passphrase: str | None = None):
             raise PkiError(f"{what} is encrypted; give its passphrase") from None
         raise PkiError(f"{what} is not encrypted but a passphrase was given; remove the passphrase") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
-        if password and "bad decrypt" in str(exc).lower():
+        # OpenSSL 1.1/3.0 say "bad decrypt", cryptography >= 42 "Incorrect password, could not decrypt key".
+        if password and any(words in str(exc).lower() for words in ("bad decrypt", "incorrect password")):
             raise PkiError(f"{what} could not be decrypted: wrong passphrase") from None
         raise PkiError(f"{what} is not a readable PEM private key") from None
     if isinstance(key, rsa.RSAPrivateKey) and not _rsa_pair_consistent(key):

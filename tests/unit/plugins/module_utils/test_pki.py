@@ -48,8 +48,9 @@ def test_encrypted_key_needs_the_passphrase():
     assert b"ENCRYPTED" in pem
     with pytest.raises(_pki.PkiError, match=r"is encrypted; give its passphrase"):
         _pki.load_private_key(pem, "ca.key")
-    with pytest.raises(_pki.PkiError, match=r"wrong passphrase|not a readable"):
+    with pytest.raises(_pki.PkiError) as wrong:
         _pki.load_private_key(pem, "ca.key", "wrong")
+    assert str(wrong.value) == "ca.key could not be decrypted: wrong passphrase"
     assert _pki.key_type_of(_pki.load_private_key(pem, "ca.key", "s3cret")) == "ec-p256"
 
 
