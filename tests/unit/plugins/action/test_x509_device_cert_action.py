@@ -1,0 +1,177 @@
+"""x509_device_cert, the controller half (the action plugin), with the real module as its device half.
+
+`_execute_module` is replaced by a run of the module in this process (tests/support run_module), so a test sees
+what the controller sends to the device and what the device writes, without ansible-playbook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ansible_collections.iotfleet.aziot.plugins.action import x509_device_cert as action
+from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import (
+    PHASE_INSPECT,
+    PHASE_INSTALL,
+    controller_argument_spec,
+    device_argument_spec,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import issued_by
+from ansible_collections.iotfleet.aziot.plugins.modules import x509_device_cert as module
+from tests.support.modules import run_module
+from tests.support.pki import Pki
+
+REG_ID = "pi-action-01"
+
+
+class Controller:
+    """Runs the action plugin for one task; the module calls it makes are run for real and recorded."""
+
+    def __init__(self, pki: Pki, device: Path) -> None:
+        self.pki = pki
+        self.device = device
+        self.sent: list[dict] = []  # module_args of every module call, in order
+        self.warnings: list[str] = []
+
+    def args(self, **extra) -> dict:
+        return {
+            "registration_id": REG_ID,
+            "key_path": str(self.device / "device.key.pem"),
+            "cert_path": str(self.device / "device.cert.pem"),
+            "ca_cert_path": "intermediate.pem",  # relative: resolved on the controller (path_dwim)
+            "ca_key_path": str(self.pki.intermediate_key_path),
+            **extra,
+        }
+
+    def run(self, check_mode: bool = False, diff: bool = False, **args) -> dict:
+        task = SimpleNamespace(
+            args=self.args(**args), async_val=0, check_mode=check_mode, diff=diff, action="x509_device_cert"
+        )
+        connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir="/nonexistent/remote-tmp"))
+        loader = SimpleNamespace(path_dwim=lambda path: str(self.pki.directory / path))
+        plugin = action.ActionModule(task, connection, None, loader, None, None)
+        self.sent.clear()
+
+        def execute_module(module_name, module_args, task_vars):
+            assert module_name == "iotfleet.aziot.x509_device_cert"
+            self.sent.append(dict(module_args))
+            args = dict(module_args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+            return run_module(module, args).result
+
+        with (
+            mock.patch.object(plugin, "_execute_module", execute_module),
+            mock.patch.object(plugin._display, "warning", self.warnings.append),
+        ):
+            return plugin.run(task_vars={})
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Controller:
+    device = tmp_path / "device"
+    device.mkdir()
+    return Controller(Pki(tmp_path / "pki"), device)
+
+
+def test_signs_on_the_controller_and_sends_the_device_only_its_own_options(controller: Controller) -> None:
+    result = controller.run(ca_key_passphrase=None, valid_days=90)
+    assert not result.get("failed"), result
+    assert (result["changed"], result["reissued"], result["key_generated"]) == (True, True, True)
+    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT, PHASE_INSTALL]
+    for sent in controller.sent:
+        assert not set(sent) & set(controller_argument_spec()), sorted(sent)
+        assert set(sent) - {"_phase", "_certificate", "_full_chain"} == set(device_argument_spec())
+    cert = x509.load_pem_x509_certificate((controller.device / "device.cert.pem").read_bytes())
+    assert issued_by(cert, controller.pki.intermediate.cert)
+    assert cert.subject.rfc4514_string() == f"CN={REG_ID}" == result["subject"]
+    key = serialization.load_pem_private_key((controller.device / "device.key.pem").read_bytes(), None)
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 90  # valid_days, read on the controller
+
+
+def test_the_ca_passphrase_never_reaches_the_device(controller: Controller, tmp_path: Path) -> None:
+    encrypted = tmp_path / "pki" / "intermediate.encrypted.key"
+    encrypted.write_bytes(
+        controller.pki.intermediate.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"ca-secret-passphrase"),
+        )
+    )
+    result = controller.run(ca_key_path=str(encrypted), ca_key_passphrase="ca-secret-passphrase")
+    assert result["reissued"], result
+    assert "ca-secret-passphrase" not in repr(controller.sent)
+    wrong = controller.run(ca_key_path=str(encrypted), ca_key_passphrase="wrong", renew_before=400)
+    assert wrong["failed"] and wrong["msg"].endswith("could not be decrypted: wrong passphrase"), wrong
+    assert controller.sent == []  # refused on the controller before the device is asked anything
+
+
+def test_check_mode_then_idempotent(controller: Controller) -> None:
+    check = controller.run(check_mode=True, diff=True)
+    assert (check["changed"], check["reissued"]) == (True, True)
+    assert check["reissue_reasons"] == ["new_key: no device key yet"]
+    assert check["diff"]["after"] == f"subject: CN={REG_ID}\nissuer: CN=Test Intermediate CA\n"
+    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT]
+    assert list(controller.device.iterdir()) == []
+    assert controller.run()["changed"] is True
+    again = controller.run()
+    assert (again["changed"], again["reissued"], again["reissue_reasons"]) == (False, False, [])
+    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT]  # nothing to install
+
+
+def test_full_chain_from_the_controller_chain(controller: Controller) -> None:
+    chain_path = controller.device / "full-chain.pem"
+    args = {"full_chain_path": str(chain_path), "ca_chain_paths": [str(controller.pki.root_path)]}
+    result = controller.run(**args)
+    assert result["full_chain"] == [f"CN={REG_ID}", "CN=Test Intermediate CA", "CN=Test Root CA"]
+    assert result["full_chain_changed"] is True
+    written = chain_path.read_bytes()
+    assert written.startswith((controller.device / "device.cert.pem").read_bytes())
+    assert written.endswith(controller.pki.intermediate.pem + controller.pki.root.pem)
+    without_root = controller.run(full_chain_include_root=False, **args)
+    assert without_root["full_chain_changed"] is True and without_root["reissued"] is False
+    assert not chain_path.read_bytes().endswith(controller.pki.root.pem)
+    again = controller.run(full_chain_include_root=False, **args)
+    assert (again["changed"], again["full_chain_changed"]) == (False, False)
+
+
+def test_full_chain_needs_the_root(controller: Controller) -> None:
+    result = controller.run(full_chain_path=str(controller.device / "full-chain.pem"))
+    assert result["failed"] and "full_chain_path needs ca_chain_paths" in result["msg"], result
+    assert controller.sent == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"registration_id": "pi 01"}, "registration_id: registration id 'pi 01' contains ' '"),
+        ({"registration_id": "p" * 65}, "is 65 characters long; DPS allows at most 64 when it is an X.509"),
+        ({"valid_days": 0}, f"{REG_ID}: valid_days must be positive, got 0"),
+        ({"renew_before": -1}, f"{REG_ID}: renew_before must be positive, got -1"),
+        ({"ca_cert_path": "missing.pem"}, "cannot read ca_cert_path"),
+    ],
+)
+def test_refused_on_the_controller_before_the_device_is_asked(controller: Controller, args, message) -> None:
+    result = controller.run(**args)
+    assert result["failed"] and message in result["msg"], result
+    assert controller.sent == []
+
+
+def test_renew_before_longer_than_the_validity_warns(controller: Controller) -> None:
+    controller.run(valid_days=10, renew_before=30)
+    assert controller.warnings == [
+        f"{REG_ID}: renew_before (30) >= valid_days (10): every run will re-issue the certificate"
+    ]
+
+
+def test_without_cryptography_on_the_controller(controller: Controller, monkeypatch) -> None:
+    monkeypatch.setattr(action, "HAS_CRYPTOGRAPHY", False)
+    result = controller.run()
+    assert result["failed"] and result["msg"].startswith(
+        "iotfleet.aziot.x509_device_cert needs the Python library cryptography on the controller"
+    )
+    assert controller.sent == []
