@@ -1,0 +1,129 @@
+"""Every input whose name says it is a secret is `no_log: true`: role argument specs and module argument specs.
+
+A name looks secret when its last word is one of SECRET_WORDS (`group_key`, `ca_key_passphrase`, `policy_key`), or
+it is a connection string or a webhook URL (whose query is a key). `key_path`, `key_type`, `key_owner`,
+`symmetric_key_uri` ... end with another word and are not secrets. What looks secret but is not (a path, a policy
+name) is listed in NOT_SECRET with the reason, and every entry there must still exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _device_cert
+from tests.support.paths import MODULES, REPO_ROOT
+
+SECRET_WORDS = {"passphrase", "password", "passwd", "secret", "token", "key", "pk", "sas", "signature", "credential"}
+SECRET_SUFFIXES = ("connection_string", "webhook_url")
+
+NOT_SECRET = {
+    ("roles/device_identity", "device_identity_regenerate_key"): "when to replace the key: never/on_mismatch/always",
+    ("roles/dps_registration", "dps_registration_client_key"): "the path of the device key file",
+    ("module dps_register", "client_key"): "the path of the device key file",
+    ("module x509_device_cert", "regenerate_key"): "when to replace the key: never/on_mismatch/always",
+    ("action x509_device_cert", "regenerate_key"): "when to replace the key: never/on_mismatch/always",
+    ("module aziot_config", "provisioning.attestation.identity_pk"): "a file: or pkcs11: URI of the key",
+    ("module aziot_config", "provisioning.authentication.identity_pk"): "a file: or pkcs11: URI of the key",
+    ("module aziot_config", "edge_ca.pk"): "a file: or pkcs11: URI of the key",
+}
+
+
+def looks_secret(name: str) -> bool:
+    return name.split("_")[-1] in SECRET_WORDS or name.endswith(SECRET_SUFFIXES)
+
+
+def secret_options(options: Mapping | None, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """(dotted name, spec) of every option, suboptions included, whose name looks secret."""
+    for name, spec in (options or {}).items():
+        spec = spec or {}
+        if looks_secret(name):
+            yield f"{prefix}{name}", spec
+        yield from secret_options(spec.get("options"), f"{prefix}{name}.")
+
+
+def exposed(where: str, options: Mapping | None) -> list[str]:
+    """The secret-looking options of `where` without no_log: true and not in NOT_SECRET."""
+    return [
+        f"{where}: {name}"
+        for name, spec in secret_options(options)
+        if spec.get("no_log") is not True and (where, name) not in NOT_SECRET
+    ]
+
+
+def role_specs(roles: Path) -> dict[str, Mapping]:
+    """{'roles/<role>': options of every entry point} of meta/argument_specs.yml under `roles`."""
+    found = {}
+    for path in sorted(roles.glob("*/meta/argument_specs.yml")):
+        entry_points = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("argument_specs") or {}
+        options: dict = {}
+        for entry_point in entry_points.values():
+            options.update(entry_point.get("options") or {})
+        found[f"roles/{path.parent.parent.name}"] = options
+    return found
+
+
+def module_specs() -> dict[str, Mapping]:
+    """{'module <name>': argument_spec()} of every module, and the action plugin's (all user options)."""
+    found = {}
+    for path in sorted(MODULES.glob("*.py")):
+        module = importlib.import_module(f"ansible_collections.iotfleet.aziot.plugins.modules.{path.stem}")
+        found[f"module {path.stem}"] = module.argument_spec()
+    found["action x509_device_cert"] = _device_cert.argument_spec()
+    return found
+
+
+ALL_SPECS = {**role_specs(REPO_ROOT / "roles"), **module_specs()}
+
+
+@pytest.mark.parametrize("where", sorted(ALL_SPECS))
+def test_secret_inputs_are_no_log(where: str) -> None:
+    assert exposed(where, ALL_SPECS[where]) == [], "mark these no_log: true (or list them in NOT_SECRET, with why)"
+
+
+def test_every_exception_still_exists() -> None:
+    names = {(where, name) for where, options in ALL_SPECS.items() for name, _spec in secret_options(options)}
+    assert set(NOT_SECRET) <= names, sorted(set(NOT_SECRET) - names)
+
+
+def test_the_scan_sees_every_role_and_module() -> None:
+    roles = {f"roles/{path.name}" for path in (REPO_ROOT / "roles").iterdir() if (path / "meta").is_dir()}
+    modules = {f"module {path.stem}" for path in MODULES.glob("*.py")}
+    assert roles | modules <= set(ALL_SPECS)
+
+
+def test_a_planted_secret_without_no_log_is_named(tmp_path: Path) -> None:
+    spec = tmp_path / "roles" / "planted" / "meta" / "argument_specs.yml"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "argument_specs": {
+                    "main": {
+                        "options": {
+                            "planted_api_token": {"type": "str"},
+                            "planted_admin_password": {"type": "str", "no_log": False},
+                            "planted_group_key": {"type": "str", "no_log": True},
+                            "planted_key_path": {"type": "path"},
+                            "planted_hub": {
+                                "type": "dict",
+                                "options": {"connection_string": {"type": "str"}, "key_owner": {"type": "str"}},
+                            },
+                        }
+                    }
+                }
+            },
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )
+    options = role_specs(tmp_path / "roles")["roles/planted"]
+    assert exposed("roles/planted", options) == [
+        "roles/planted: planted_api_token",
+        "roles/planted: planted_admin_password",
+        "roles/planted: planted_hub.connection_string",
+    ]
