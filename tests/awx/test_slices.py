@@ -1,0 +1,148 @@
+"""playbooks/provision.yml as AWX job slices: N concurrent ansible-playbook processes over disjoint parts of one
+inventory (docs/awx.md "Job slicing").
+
+- 40 simulated devices, 4 slices at once, one emulator, the lab CA made once by ca.yml beforehand: every device
+  assigned exactly once, every chain ends at that one CA and the CA files are untouched; the 4 slices again change
+  nothing.
+- The inventory check inside provision.yml is slice-local (AWX gives each slice only its hosts), so a duplicate
+  registration id split across two slices passes it; playbooks/validate.yml, run once on the whole inventory
+  beforehand, catches it - without touching a device.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.awx.fleet import (
+    CA,
+    HUB,
+    PROVISION,
+    VALIDATE,
+    SimulatedFleet,
+    ansible_env,
+    emulator_config,
+    registered,
+    run,
+    run_concurrently,
+    slices,
+    tree_digest,
+)
+from tests.support.paths import ANSIBLE_CONFIG, BIN, REPO_ROOT
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the roles give device files to root (run as root)")
+
+SLICE_COUNT = 4
+DEVICES = 40
+PREFIX = "slice-dev-"
+FORKS = 10
+
+
+@pytest.fixture(scope="module")
+def lab_ca(tmp_path_factory) -> Path:
+    """The lab CA, made once by playbooks/ca.yml (as users do before provisioning)."""
+    work = tmp_path_factory.mktemp("slices-ca")
+    pki_dir = work / "pki"
+    fleet = SimulatedFleet(work, [], None, pki_dir)
+    made = run(
+        [str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(CA)], ansible_env(ANSIBLE_CONFIG), REPO_ROOT
+    )
+    assert made.returncode == 0, made.output()
+    return pki_dir
+
+
+def slice_commands(inventory: Path, parts: list[list[str]], work: Path, *extra: str) -> list[list[str]]:
+    commands = []
+    for index, hosts in enumerate(parts):
+        limit = work / f"slice-{index + 1}.limit"
+        limit.write_text("\n".join(hosts) + "\n", encoding="utf-8")
+        argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), "-f", str(FORKS), "--limit", f"@{limit}"]
+        commands.append([*argv, *extra, str(PROVISION)])
+    return commands
+
+
+def test_four_slices_assign_every_device_once_with_one_ca(lab_ca: Path, dps_emulator_factory, tmp_path: Path) -> None:
+    ca_before = tree_digest(lab_ca)
+    emulator = dps_emulator_factory(emulator_config(lab_ca / "intermediate-ca.cert.pem"), name="slices")
+    hosts = [f"{PREFIX}{index:03d}" for index in range(1, DEVICES + 1)]
+    fleet = SimulatedFleet(tmp_path, hosts, emulator, lab_ca)
+    inventory = fleet.write()
+    env = ansible_env(ANSIBLE_CONFIG)
+    parts = slices(hosts, SLICE_COUNT)
+    assert sorted(host for part in parts for host in part) == hosts and all(
+        len(part) == DEVICES // SLICE_COUNT for part in parts
+    )
+
+    checked = run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(VALIDATE)], env, REPO_ROOT)
+    assert checked.returncode == 0 and f"{DEVICES} devices, inventory ok" in checked.stdout, checked.output()
+
+    first = run_concurrently(slice_commands(inventory, parts, tmp_path), env, tmp_path)
+    for part, result in zip(parts, first, strict=True):
+        assert result.returncode == 0, result.output()
+        assert sorted(result.recap) == sorted([*part, "localhost"]) or sorted(result.recap) == part, result.recap
+        assert all(result.recap[host]["changed"] > 0 for host in part), result.recap
+
+    devices = registered(emulator, PREFIX)
+    assert sorted(devices) == hosts
+    for host, device in devices.items():
+        assert device["registrationCount"] == 1 and device["assignedHub"] == HUB, (host, device)
+
+    # One CA: ca.yml's files are untouched (no slice made or rewrote one), and every chain is leaf -> that issuing CA
+    # -> that root.
+    assert tree_digest(lab_ca) == ca_before
+    root_pem = (lab_ca / "root-ca.cert.pem").read_bytes()
+    intermediate_pem = (lab_ca / "intermediate-ca.cert.pem").read_bytes()
+    for host in hosts:
+        leaf, intermediate, root = fleet.chain(host)
+        assert intermediate.public_bytes(serialization.Encoding.PEM) == intermediate_pem, host
+        assert root.public_bytes(serialization.Encoding.PEM) == root_pem, host
+        leaf.verify_directly_issued_by(intermediate)
+
+    again = run_concurrently(slice_commands(inventory, parts, tmp_path), env, tmp_path)
+    for result in again:
+        assert result.returncode == 0, result.output()
+        assert not result.changed_hosts(), result.recap
+    assert all(device["registrationCount"] == 1 for device in registered(emulator, PREFIX).values())
+    print(
+        f"\n4 slices x {DEVICES // SLICE_COUNT} devices: first {max(r.wall_s for r in first)} s, "
+        f"re-run {max(r.wall_s for r in again)} s"
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_duplicate_across_slices_passes_each_slice_and_validate_yml_catches_it(lab_ca: Path, tmp_path: Path) -> None:
+    hosts = [f"dup-dev-{index}" for index in range(1, 5)]
+    fleet = SimulatedFleet(tmp_path, hosts, None, lab_ca)
+    fleet.group_vars["dps_registration_provisioning_host"] = "127.0.0.1:9"  # never reached: check mode, no cert yet
+    # dup-dev-1 and dup-dev-4 claim the same registration id; slicing puts them in different slices.
+    fleet.host_vars["dup-dev-4"] = {"device_identity_registration_id": "dup-dev-1"}
+    parts = slices(hosts, 2)
+    assert ["dup-dev-1", "dup-dev-4"] not in [sorted(part) for part in parts]
+    env = ansible_env(ANSIBLE_CONFIG)
+
+    # As AWX runs a slice: the slice's inventory holds only its hosts. provision.yml's own check passes in both.
+    for index, part in enumerate(parts):
+        inventory = fleet.write(tmp_path / f"slice-{index}.yml", part)
+        result = run([str(BIN / "ansible-playbook"), "-i", str(inventory), "--check", str(PROVISION)], env, REPO_ROOT)
+        assert "2 devices, inventory ok" in result.stdout, result.output()
+
+    # The whole inventory, once: validate.yml names both hosts. Every device is 'off' (SSH to a closed port): the
+    # check runs on the controller only.
+    for host in hosts:
+        fleet.host_vars[host].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=closed_port())
+    checked = run([str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(VALIDATE)], env, REPO_ROOT)
+    assert checked.returncode != 0, checked.output()
+    assert 'hosts dup-dev-1, dup-dev-4: registration id "dup-dev-1" is used more than once' in checked.stdout, (
+        checked.output()
+    )
+    assert not (tmp_path / "devices" / "dup-dev-1").exists()
+    assert set(checked.recap) == {"localhost"}, checked.recap
