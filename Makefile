@@ -47,13 +47,14 @@ lint: ruff ansible-lint
 
 # ansible-test needs the collection under ansible_collections/<ns>/<name>: test a copy of
 # the collection content git would ship (tracked + untracked-not-ignored). tools/, bench/ and
-# tests/ are not collection content; ruff and pytest cover them.
+# tests/ are not collection content (ruff and pytest cover them), except the sanity ignore files.
 sanity: venv
 	@# ansible-test downloads a get-pip.py from a host we cannot reach: give it our offline stand-in.
 	pip_version=$$(grep -ho "pip='[0-9.]*'" $(BIN)/../lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | grep -o "[0-9.]*"); \
-	  mkdir -p ~/.ansible/test/cache && cp tools/sanity/get_pip.py ~/.ansible/test/cache/get_pip_$${pip_version//./_}.py
+	  mkdir -p ~/.ansible/test/cache && cp tests/sanity/get_pip.py ~/.ansible/test/cache/get_pip_$${pip_version//./_}.py
 	rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_ROOT)
-	git ls-files -co --exclude-standard | grep -vE '^(tools|bench|extensions|scripts|tests)/' | \
+	git ls-files -co --exclude-standard | \
+	  awk '!/^(tools|bench|extensions|scripts|tests)\// || /^tests\/sanity\/ignore-[0-9.]+\.txt$$/' | \
 	  while read -r f; do [ -e "$$f" ] && cp --parents -P "$$f" $(SANITY_ROOT)/; done
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  ansible-test sanity --venv --python 3.11 --color no
