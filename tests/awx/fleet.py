@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +93,9 @@ class SimulatedFleet:
             "dps_registration_registration_id": "{{ device_identity_registration_id | default(inventory_hostname) }}",
             "dps_registration_id_scope": ID_SCOPE,
             "dps_registration_timeout": 60,
-            "dps_registration_client_cert": "{{ device_identity_full_chain_path }}",
-            "dps_registration_client_key": "{{ device_identity_key_path }}",
+            # Spelled out (not device_identity_*_path): fleet_status.yml runs dps_registration without device_identity.
+            "dps_registration_client_cert": "{{ device_root }}/var/aziot/certs/device-id.full-chain.cert.pem",
+            "dps_registration_client_key": "{{ device_root }}/var/aziot/secrets/device-id.key.pem",
             "dps_registration_server_ca_path": "{{ device_root }}/var/aziot/certs/dps-server-ca.pem",
         }
         if emulator is not None:
@@ -157,9 +159,9 @@ def run_concurrently(commands: list[list[str]], env: dict[str, str], cwd: Path, 
     logs = []
     started = time.monotonic()
     processes = []
-    for index, argv in enumerate(commands):
-        out = (cwd / f"run-{os.getpid()}-{index}.out").open("w+")
-        err = (cwd / f"run-{os.getpid()}-{index}.err").open("w+")
+    for argv in commands:
+        out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in the finally below
+        err = tempfile.TemporaryFile("w+")  # noqa: SIM115
         logs.append((out, err))
         processes.append(subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True))
     runs = []
