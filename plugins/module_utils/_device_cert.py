@@ -23,7 +23,6 @@ KEY_POLICIES = ("never", "on_mismatch", "always")
 # controller signed.
 PHASE_INSPECT = "inspect"
 PHASE_INSTALL = "install"
-PHASES = (PHASE_INSPECT, PHASE_INSTALL)
 
 
 def device_argument_spec() -> dict:
@@ -70,7 +69,7 @@ def module_argument_spec() -> dict:
     """The module's spec on the device: the device options plus the internal ones the action plugin fills in."""
     return {
         **device_argument_spec(),
-        "_phase": {"type": "str", "choices": list(PHASES)},
+        "_phase": {"type": "str"},  # PHASE_INSPECT or PHASE_INSTALL; else "must run through its action plugin"
         "_certificate": {"type": "str"},  # the signed certificate (PEM), for PHASE_INSTALL
         "_full_chain": {"type": "str"},  # the full chain (PEM), for PHASE_INSTALL
     }

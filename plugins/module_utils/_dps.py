@@ -419,6 +419,43 @@ class RetryLoop:
             self.sleep(delay)
 
 
+class RetryingClient:
+    """What every DPS client has: one RetryLoop for the module run (one deadline), and its request counts."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        subject: str,
+        timeout: float,
+        request_timeout: float,
+        log: t.Callable[[str], None] | None,
+        log_name: str,
+        clock: t.Callable[[], float],
+        wall_clock: t.Callable[[], float],
+        sleep: t.Callable[[float], None],
+    ) -> None:
+        self.wall_clock = wall_clock
+        self.retry = RetryLoop(
+            transport,
+            subject,
+            timeout,
+            request_timeout,
+            log=log,
+            log_name=log_name,
+            clock=clock,
+            wall_clock=wall_clock,
+            sleep=sleep,
+        )
+
+    @property
+    def attempts(self) -> int:
+        return self.retry.attempts
+
+    @property
+    def retries(self) -> int:
+        return self.retry.retries
+
+
 def error_fields(response: Response) -> tuple[int | None, str, str | None]:
     """(errorCode, message, trackingId) of a DPS error answer; the message falls back to the raw body."""
     body = response.json if isinstance(response.json, dict) else {}
@@ -480,7 +517,7 @@ def urls_transport(
 # --- the client ---------------------------------------------------------------------------------------------------
 
 
-class DpsClient:
+class DpsClient(RetryingClient):
     """DPS device API for one registration: status lookup, register, poll; bounded by one overall deadline."""
 
     def __init__(
@@ -506,26 +543,9 @@ class DpsClient:
         self.api_version = api_version
         self.device_key = device_key
         self.sas_ttl = sas_ttl
-        self.wall_clock = wall_clock
-        self.retry = RetryLoop(
-            transport,
-            registration_id,
-            timeout,
-            request_timeout,
-            log=log,
-            log_name="dps_register",
-            clock=clock,
-            wall_clock=wall_clock,
-            sleep=sleep,
+        super().__init__(
+            transport, registration_id, timeout, request_timeout, log, "dps_register", clock, wall_clock, sleep
         )
-
-    @property
-    def attempts(self) -> int:
-        return self.retry.attempts
-
-    @property
-    def retries(self) -> int:
-        return self.retry.retries
 
     @property
     def deadline(self) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     DpsError,
     Response,
-    RetryLoop,
+    RetryingClient,
     Transport,
     check_connection_options,
     decode_key,
@@ -306,7 +306,7 @@ def mask_record(record: t.Any) -> t.Any:
 # --- the client ---------------------------------------------------------------------------------------------------
 
 
-class DpsServiceClient:
+class DpsServiceClient(RetryingClient):
     """DPS service API: enrollments, enrollment groups, registration records; one overall deadline per run."""
 
     def __init__(
@@ -325,27 +325,8 @@ class DpsServiceClient:
     ) -> None:
         self.credentials = credentials
         self.sas_ttl = sas_ttl
-        self.wall_clock = wall_clock
         self.authenticated = False
-        self.retry = RetryLoop(
-            transport,
-            subject,
-            timeout,
-            request_timeout,
-            log=log,
-            log_name=log_name,
-            clock=clock,
-            wall_clock=wall_clock,
-            sleep=sleep,
-        )
-
-    @property
-    def attempts(self) -> int:
-        return self.retry.attempts
-
-    @property
-    def retries(self) -> int:
-        return self.retry.retries
+        super().__init__(transport, subject, timeout, request_timeout, log, log_name, clock, wall_clock, sleep)
 
     def url(self, path: str) -> str:
         return f"{self.credentials.base_url}{path}?api-version={SERVICE_API_VERSION}"

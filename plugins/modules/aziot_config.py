@@ -32,8 +32,8 @@ requirements:
   - tomlkit on the host that runs the module (Debian and Raspberry Pi OS package C(python3-tomlkit))
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - action_common_attributes.files
   - ansible.builtin.files
+  - iotfleet.aziot.atomic_write
   - iotfleet.aziot.backup
   - iotfleet.aziot.cryptography
 attributes:
@@ -45,12 +45,6 @@ attributes:
       C(SharedAccessKey) masked as C(********).
   platform:
     platforms: posix
-  safe_file_operations:
-    support: full
-    details: Writes through a temporary file in the same directory that gets its owner, group and mode before it
-      is renamed into place.
-  vault:
-    support: none
 options:
   path:
     description: Path of the super-config file. It is created when missing (its directory must exist).

@@ -19,8 +19,8 @@ description:
   - Idempotent - the file is rewritten only when its content would change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - action_common_attributes.files
   - ansible.builtin.files
+  - iotfleet.aziot.atomic_write
   - iotfleet.aziot.backup
   - iotfleet.aziot.cryptography
 attributes:
@@ -31,12 +31,6 @@ attributes:
     details: Shows the subjects and expiry dates in the chain, not the PEM text.
   platform:
     platforms: posix
-  safe_file_operations:
-    support: full
-    details: Writes through a temporary file in the same directory that gets its owner, group and mode before it
-      is renamed into place.
-  vault:
-    support: none
 options:
   path:
     description: Path of the full-chain file to write on the device.

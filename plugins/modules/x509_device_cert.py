@@ -23,8 +23,8 @@ description:
     O(key_type)) is governed by O(regenerate_key).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - action_common_attributes.files
   - ansible.builtin.action_common_attributes.flow
+  - iotfleet.aziot.atomic_write
   - iotfleet.aziot.backup
   - iotfleet.aziot.cryptography
   - iotfleet.aziot.key_type
@@ -44,12 +44,6 @@ attributes:
     details: Shows certificate facts (subject, issuer, serial, validity, thumbprints), never key material.
   platform:
     platforms: posix
-  safe_file_operations:
-    support: full
-    details: Writes through a temporary file in the same directory that gets its owner, group and mode before it
-      is renamed into place.
-  vault:
-    support: none
 options:
   key_path:
     description:
@@ -170,8 +164,6 @@ notes:
   - The action plugin needs C(cryptography) on the controller too.
   - Only the options the device needs are sent to it; O(ca_cert_path), O(ca_key_path), O(ca_key_passphrase),
     O(ca_chain_paths), O(valid_days), O(renew_before) and O(full_chain_include_root) stay on the controller.
-  - Writes are atomic (temporary file in the same directory, then rename), so a key or certificate file is never
-    half-written.
 seealso:
   - module: iotfleet.aziot.x509_ca
   - module: iotfleet.aziot.full_chain
