@@ -32,14 +32,33 @@ RECAP_RE = re.compile(
 )
 
 
+# The DPS service API's owner policy (connection string: connection_string(emulator)).
+POLICY = "provisioningserviceowner"
+POLICY_KEY = "YXd4LXNsaWNlcy1vd25lci1rZXktMDEyMzQ1Njc4OQ=="
+# The enrollment group the fleet's devices match: the dps_enrollment role's default group id, so that a
+# provision.yml which manages enrollment groups (issue 14) finds it and one that does not still has it.
+GROUP = "fleet"
+
+
 def emulator_config(ca_cert: Path, **defaults) -> dict:
-    """One verified X.509 enrollment group on `ca_cert`, quick DPS timings (the tests wait for nothing else)."""
+    """A DPS with one verified X.509 enrollment group on `ca_cert`, the service API's owner policy, quick timings."""
     return {
         "id_scope": ID_SCOPE,
         "linked_hubs": [HUB],
+        "shared_access_policies": [
+            {
+                "name": POLICY,
+                "primary_key": POLICY_KEY,
+                "rights": ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead"],
+            }
+        ],
         "defaults": {"assignment_delay": 0.2, "retry_after": 1, "rate_limit_per_minute": 0, **defaults},
-        "enrollment_groups": [{"name": "awx-fleet", "attestation": "x509", "ca_cert": str(ca_cert), "verified": True}],
+        "enrollment_groups": [{"name": GROUP, "attestation": "x509", "ca_cert": str(ca_cert), "verified": True}],
     }
+
+
+def connection_string(emulator) -> str:
+    return f"HostName={emulator.host}:{emulator.port};SharedAccessKeyName={POLICY};SharedAccessKey={POLICY_KEY}"
 
 
 def ansible_env(config: Path, collections_path: Path | None = None, **extra: str) -> dict[str, str]:
@@ -104,6 +123,9 @@ class SimulatedFleet:
     def use_emulator(self, emulator) -> None:
         self.group_vars["dps_registration_provisioning_host"] = f"{emulator.host}:{emulator.port}"
         self.group_vars["dps_registration_server_ca_src"] = emulator.ca_cert
+        # The DPS service API, for the enrollment groups (role dps_enrollment).
+        self.all_vars["dps_enrollment_connection_string"] = connection_string(emulator)
+        self.all_vars["dps_enrollment_ca_path"] = emulator.ca_cert
 
     def write(self, path: Path | None = None, hosts: list[str] | None = None) -> Path:
         """The inventory file (all hosts, or only `hosts`: a slice's own inventory, as AWX gives a slice job)."""
