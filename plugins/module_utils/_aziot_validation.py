@@ -192,20 +192,14 @@ def _is_table(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
+# What a value is, in TOML words (bool before int: True is an int in Python).
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (Mapping, "a table"))
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "a table"
     if isinstance(value, list):
         return "an array"
-    return type(value).__name__
+    return next((name for kind, name in _KINDS if isinstance(value, kind)), type(value).__name__)
 
 
 def _choices(values: Any) -> str:

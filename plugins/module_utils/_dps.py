@@ -341,8 +341,8 @@ class RetryLoop:
         self,
         transport: Transport,
         subject: str,
-        timeout: float,
-        request_timeout: float,
+        timeout: float = 120,
+        request_timeout: float = 30,
         log: t.Callable[[str], None] | None = None,
         log_name: str = "dps_register",
         clock: t.Callable[[], float] = time.monotonic,
@@ -422,30 +422,10 @@ class RetryLoop:
 class RetryingClient:
     """What every DPS client has: one RetryLoop for the module run (one deadline), and its request counts."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        subject: str,
-        timeout: float,
-        request_timeout: float,
-        log: t.Callable[[str], None] | None,
-        log_name: str,
-        clock: t.Callable[[], float],
-        wall_clock: t.Callable[[], float],
-        sleep: t.Callable[[float], None],
-    ) -> None:
-        self.wall_clock = wall_clock
-        self.retry = RetryLoop(
-            transport,
-            subject,
-            timeout,
-            request_timeout,
-            log=log,
-            log_name=log_name,
-            clock=clock,
-            wall_clock=wall_clock,
-            sleep=sleep,
-        )
+    def __init__(self, *retry_args: t.Any, **retry_options: t.Any) -> None:
+        """The arguments are RetryLoop's."""
+        self.retry = RetryLoop(*retry_args, **retry_options)
+        self.wall_clock = self.retry.wall_clock
 
     @property
     def attempts(self) -> int:
@@ -529,13 +509,9 @@ class DpsClient(RetryingClient):
         api_version: str = DEFAULT_API_VERSION,
         device_key: str | None = None,
         sas_ttl: int = 3600,
-        timeout: float = 120,
-        request_timeout: float = 30,
-        log: t.Callable[[str], None] | None = None,
-        clock: t.Callable[[], float] = time.monotonic,
-        wall_clock: t.Callable[[], float] = time.time,
-        sleep: t.Callable[[float], None] = time.sleep,
+        **retry_options: t.Any,
     ) -> None:
+        """`retry_options` are RetryLoop's: timeout, request_timeout, log, clock, wall_clock, sleep."""
         host, port = split_provisioning_host(provisioning_host)
         self.base_url = f"https://{host}" if port == 443 else f"https://{host}:{port}"
         self.id_scope = id_scope
@@ -543,9 +519,7 @@ class DpsClient(RetryingClient):
         self.api_version = api_version
         self.device_key = device_key
         self.sas_ttl = sas_ttl
-        super().__init__(
-            transport, registration_id, timeout, request_timeout, log, "dps_register", clock, wall_clock, sleep
-        )
+        super().__init__(transport, registration_id, log_name="dps_register", **retry_options)
 
     @property
     def deadline(self) -> float:

@@ -26,7 +26,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     MASK,
-    mask_webhook_url,
+    mask_record,
 )
 
 # Fields DPS manages itself: never compared, never sent back.
@@ -153,6 +153,17 @@ def _hex(value: t.Any) -> str | None:
     return value.replace(":", "").replace(" ", "").strip().upper()
 
 
+def _first_der(pem: t.Any) -> bytes | None:
+    """The DER bytes of the first certificate of a PEM text; None when there is none or it is not valid base64."""
+    if not isinstance(pem, str) or not pem.strip():
+        return None
+    try:
+        ders = pem_certificates(pem)
+    except ValueError:
+        return None
+    return ders[0] if ders else None
+
+
 def certificate_matches(desired: Certificate | None, current: t.Any) -> bool:
     """Whether a DPS certificate entry ({certificate: PEM} and/or {info: {...thumbprints}}) is `desired`.
 
@@ -164,11 +175,7 @@ def certificate_matches(desired: Certificate | None, current: t.Any) -> bool:
         return False
     pem = current.get("certificate")
     if isinstance(pem, str) and pem.strip():
-        try:
-            ders = pem_certificates(pem)
-        except ValueError:
-            return False
-        return bool(ders) and ders[0] == desired.der
+        return _first_der(pem) == desired.der
     info = current.get("info") if isinstance(current.get("info"), dict) else {}
     sha256 = _hex(info.get("sha256Thumbprint"))
     if sha256:
@@ -395,19 +402,14 @@ def build_body(desired: DesiredEnrollment, record: dict | None) -> dict:
 def _certificate_summary(entry: t.Any) -> t.Any:
     if not isinstance(entry, dict):
         return entry
-    pem = entry.get("certificate")
-    if isinstance(pem, str) and pem.strip():
-        try:
-            ders = pem_certificates(pem)
-        except ValueError:
-            ders = []
-        if ders:
-            prints = thumbprints(ders[0])
-            return {
-                "subject": certificate_subject(ders[0]) or "(unparseable)",
-                "sha1Thumbprint": prints["sha1"],
-                "sha256Thumbprint": prints["sha256"],
-            }
+    der = _first_der(entry.get("certificate"))
+    if der is not None:
+        prints = thumbprints(der)
+        return {
+            "subject": certificate_subject(der) or "(unparseable)",
+            "sha1Thumbprint": prints["sha1"],
+            "sha256Thumbprint": prints["sha256"],
+        }
     info = entry.get("info") if isinstance(entry.get("info"), dict) else {}
     summary = {"subject": info.get("subjectName")}
     for name in ("sha1Thumbprint", "sha256Thumbprint"):
@@ -421,27 +423,17 @@ def summarise(record: dict | None) -> dict:
     thumbprints, symmetric keys and webhook secrets masked, twin metadata dropped."""
     if not record:
         return {}
-    view = copy.deepcopy(record)
+    view = mask_record(record)  # a copy, every secret masked
     for name in READ_ONLY_FIELDS:
         view.pop(name, None)
-    attestation = view.get("attestation")
-    if isinstance(attestation, dict):
-        keys = attestation.get("symmetricKey")
-        if isinstance(keys, dict):
-            for name in ("primaryKey", "secondaryKey"):
-                if keys.get(name) and keys[name] != GENERATED:
-                    keys[name] = MASK
-        x509 = attestation.get("x509")
-        if isinstance(x509, dict):
-            for kind in ("signingCertificates", "clientCertificates"):
-                entries = x509.get(kind)
-                if isinstance(entries, dict):
-                    for slot in SLOTS:
-                        if entries.get(slot) is not None:
-                            entries[slot] = _certificate_summary(entries[slot])
-    custom = view.get("customAllocationDefinition")
-    if isinstance(custom, dict) and "webhookUrl" in custom:
-        custom["webhookUrl"] = mask_webhook_url(custom["webhookUrl"])
+    x509 = _dig(view, "attestation", "x509")
+    if isinstance(x509, dict):
+        for kind in ("signingCertificates", "clientCertificates"):
+            entries = x509.get(kind)
+            if isinstance(entries, dict):
+                for slot in SLOTS:
+                    if entries.get(slot) is not None:
+                        entries[slot] = _certificate_summary(entries[slot])
     if isinstance(view.get("initialTwin"), dict):
         view["initialTwin"] = twin_collection(view["initialTwin"])
     return view

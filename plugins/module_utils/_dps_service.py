@@ -13,7 +13,6 @@ import copy
 import hashlib
 import hmac
 import json
-import time
 import typing as t
 import urllib.parse
 from dataclasses import dataclass, field
@@ -200,17 +199,10 @@ class ServiceError(DpsError):
     """A service API request DPS refused, with what was being done and which policy permission it needs."""
 
     def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        error_code: int | None = None,
-        tracking_id: str | None = None,
-        detail: str | None = None,
-        action: str = "",
-        permission: str = "",
-        authenticated: bool = False,
+        self, message: str, action: str = "", permission: str = "", authenticated: bool = False, **fields: t.Any
     ) -> None:
-        super().__init__(message, status=status, error_code=error_code, tracking_id=tracking_id, detail=detail)
+        """`fields` are DpsError's (status, error_code, tracking_id, detail)."""
+        super().__init__(message, **fields)
         self.action = action
         self.permission = permission
         # Whether an earlier request of this run was accepted with the same key (so a 401 is about permissions).
@@ -314,19 +306,14 @@ class DpsServiceClient(RetryingClient):
         credentials: ServiceCredentials,
         transport: Transport,
         subject: str,
-        timeout: float = 120,
-        request_timeout: float = 30,
-        log: t.Callable[[str], None] | None = None,
-        log_name: str = "dps_enrollment",
         sas_ttl: int = SERVICE_SAS_TTL,
-        clock: t.Callable[[], float] = time.monotonic,
-        wall_clock: t.Callable[[], float] = time.time,
-        sleep: t.Callable[[float], None] = time.sleep,
+        **retry_options: t.Any,
     ) -> None:
+        """`retry_options` are RetryLoop's: timeout, request_timeout, log, log_name, clock, wall_clock, sleep."""
         self.credentials = credentials
         self.sas_ttl = sas_ttl
         self.authenticated = False
-        super().__init__(transport, subject, timeout, request_timeout, log, log_name, clock, wall_clock, sleep)
+        super().__init__(transport, subject, **{"log_name": "dps_enrollment", **retry_options})
 
     def url(self, path: str) -> str:
         return f"{self.credentials.base_url}{path}?api-version={SERVICE_API_VERSION}"

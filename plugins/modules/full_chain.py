@@ -176,9 +176,14 @@ def argument_spec() -> dict:
 
 
 def ensure_full_chain(module) -> dict:
-    """Write the chain file when its content or attributes differ (nothing in check mode); return the result."""
+    """Write the chain file when its content or attributes differ (nothing in check mode); return the result.
+
+    A chain that cannot be built fails the module, naming the certificate and the fix."""
     params = module.params
-    chain, unused = build_chain(module)
+    try:
+        chain, unused = build_chain(module)
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))
     written = chain if params["include_root"] else chain[:-1]
     content = "".join(certificate_to_pem(c) for c in written).encode("ascii")
 
@@ -209,11 +214,7 @@ def ensure_full_chain(module) -> dict:
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), add_file_common_args=True, supports_check_mode=True)
     require_cryptography(module)
-    try:
-        result = ensure_full_chain(module)
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    module.exit_json(**ensure_full_chain(module))
 
 
 if __name__ == "__main__":
