@@ -11,6 +11,7 @@ import base64
 
 import pytest
 
+from tests.support.emulator import fleet_config
 from tests.support.pki import Pki
 from tests.support.playbook import PlaybookRun, run_playbook
 
@@ -27,24 +28,14 @@ def pki(tmp_path_factory) -> Pki:
 
 @pytest.fixture(scope="module")
 def emulator(pki, dps_emulator_factory):
+    disabled = {
+        "registration_id": "sym-disabled",
+        "attestation": "symmetric_key",
+        "primary_key": DISABLED_KEY,
+        "provisioning_status": "disabled",
+    }
     return dps_emulator_factory(
-        {
-            "id_scope": ID_SCOPE,
-            "linked_hubs": [HUB],
-            "defaults": {"assignment_delay": 0.3, "retry_after": 1},
-            "enrollment_groups": [
-                {"name": "fleet-x509", "attestation": "x509", "ca_cert": str(pki.root_path), "verified": True},
-                {"name": "fleet-sym", "attestation": "symmetric_key", "primary_key": GROUP_KEY},
-            ],
-            "individual_enrollments": [
-                {
-                    "registration_id": "sym-disabled",
-                    "attestation": "symmetric_key",
-                    "primary_key": DISABLED_KEY,
-                    "provisioning_status": "disabled",
-                }
-            ],
-        }
+        fleet_config(ID_SCOPE, HUB, pki.root_path, GROUP_KEY, individual_enrollments=[disabled])
     )
 
 

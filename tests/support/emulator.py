@@ -2,11 +2,12 @@
 
     @pytest.fixture(scope="module")
     def emulator(dps_emulator_factory, pki):
-        return dps_emulator_factory({"id_scope": ..., "enrollment_groups": [...]})
+        return dps_emulator_factory(fleet_config(ID_SCOPE, HUB, pki.root_path, GROUP_KEY))
 
 Each call writes the configuration (a dict, dumped as YAML, or YAML text) to a fresh directory, starts an emulator
 process there and returns its `Emulator`. Every emulator the factory started is stopped at the end of the session,
-and must have exited cleanly (its log is shown when not).
+and must have exited cleanly (its log is shown when not). `fleet_config()` is the configuration most suites start
+from.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ import yaml
 from dps_emulator.testing import Emulator, start_emulator
 
 EmulatorFactory = Callable[..., Emulator]
+
+
+def fleet_config(id_scope: str, hub: str, root_ca: Path, group_key: str, prefix: str = "fleet", **extra) -> dict:
+    """The usual configuration: one IoT Hub, an X.509 enrollment group `<prefix>-x509` on a verified root CA (its
+    devices send leaf + intermediate) and a symmetric-key enrollment group `<prefix>-sym`; `extra` adds top-level
+    keys (individual_enrollments, shared_access_policies ...)."""
+    return {
+        "id_scope": id_scope,
+        "linked_hubs": [hub],
+        "defaults": {"assignment_delay": 0.2, "retry_after": 1},
+        "enrollment_groups": [
+            {"name": f"{prefix}-x509", "attestation": "x509", "ca_cert": str(root_ca), "verified": True},
+            {"name": f"{prefix}-sym", "attestation": "symmetric_key", "primary_key": group_key},
+        ],
+        **extra,
+    }
 
 
 def start_dps_emulator(directory: Path, config: dict | str, filename: str = "dps.yml") -> Emulator:

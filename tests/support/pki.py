@@ -26,15 +26,14 @@ PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
 
 
+_CURVES = {"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}
+
+
 def new_key(key_type: str = "ec-p256"):
     """A private key: ec-p256, ec-p384 or rsa-<bits>."""
-    if key_type == "ec-p256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "ec-p384":
-        return ec.generate_private_key(ec.SECP384R1())
-    if key_type.startswith("rsa-"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    raise ValueError(f"unknown key type {key_type!r}")
+    if key_type in _CURVES:
+        return ec.generate_private_key(_CURVES[key_type]())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type.removeprefix("rsa-")))
 
 
 def distinguished_name(common_name: str | None = None, organisation: str | None = None) -> x509.Name:

@@ -6,25 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot_validation
-from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_options import (
-    desired_from_options,
-    to_cert_uri,
-    to_key_uri,
-)
-from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_toml import (
-    TomlSyntaxError,
-    mask_secrets,
-    masked_text,
-    merge_config,
-    parse_toml,
-)
-from ansible_collections.iotfleet.aziot.plugins.module_utils._aziot_validation import (
-    ConfigError,
-    check_registration_id_matches_cert,
-    unwrap,
-    validate_config,
-)
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot_options, _aziot_toml, _aziot_validation
 from tests.support.pki import issue
 
 FIXTURES = Path(__file__).resolve().parents[3] / "integration" / "files" / "aziot_config"
@@ -165,22 +147,22 @@ network = "azure-iot-edge"
 
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_every_variant_is_valid(name: str) -> None:
-    validate_config(parse_toml(VALID[name]), "edge")
+    _aziot_validation.validate_config(_aziot_toml.parse_toml(VALID[name]), "edge")
 
 
 def test_identity_service_variants_are_valid_without_edge_keys() -> None:
     for name, text in VALID.items():
         if name != "edge_everything":
-            validate_config(parse_toml(text), "identity_service")
+            _aziot_validation.validate_config(_aziot_toml.parse_toml(text), "identity_service")
 
 
 def test_integration_fixture_is_valid() -> None:
-    validate_config(parse_toml((FIXTURES / "config.toml").read_text()), "edge")
+    _aziot_validation.validate_config(_aziot_toml.parse_toml((FIXTURES / "config.toml").read_text()), "edge")
 
 
 def _error(text: str, product: str = "edge") -> str:
-    with pytest.raises(ConfigError) as info:
-        validate_config(parse_toml(text), product)
+    with pytest.raises(_aziot_validation.ConfigError) as info:
+        _aziot_validation.validate_config(_aziot_toml.parse_toml(text), product)
     return info.value.format("/etc/aziot/config.toml")
 
 
@@ -317,15 +299,17 @@ def test_unknown_key_without_close_match_lists_known_keys() -> None:
 
 def test_typo_in_settings_fails_before_writing() -> None:
     before = VALID["dps_x509"]
-    desired = desired_from_options({"settings": {"provisioning": {"attestation": {"registation_id": "x"}}}})
-    with pytest.raises(ConfigError) as info:
-        merge_config(before, desired)
+    desired = _aziot_options.desired_from_options(
+        {"settings": {"provisioning": {"attestation": {"registation_id": "x"}}}}
+    )
+    with pytest.raises(_aziot_validation.ConfigError) as info:
+        _aziot_toml.merge_config(before, desired)
     assert "did you mean 'registration_id'?" in str(info.value)
 
 
 def test_syntax_error_carries_line_and_column() -> None:
-    with pytest.raises(TomlSyntaxError) as info:
-        merge_config((FIXTURES / "broken.toml").read_text(), {})
+    with pytest.raises(_aziot_toml.TomlSyntaxError) as info:
+        _aziot_toml.merge_config((FIXTURES / "broken.toml").read_text(), {})
     assert info.value.line == 3
     assert info.value.col > 0
 
@@ -347,7 +331,7 @@ X509_OPTIONS = {
 
 def test_merge_keeps_comments_and_hand_added_sections_and_is_idempotent() -> None:
     before = (FIXTURES / "config.toml").read_text()
-    result = merge_config(before, desired_from_options(X509_OPTIONS))
+    result = _aziot_toml.merge_config(before, _aziot_options.desired_from_options(X509_OPTIONS))
     assert result.changed
     assert "# Site note: provisioned by the fleet team, ask ops before editing." in result.after
     assert "# Hand-added by ops: pin the agent image.\n[agent]" in result.after
@@ -359,14 +343,14 @@ def test_merge_keeps_comments_and_hand_added_sections_and_is_idempotent() -> Non
     assert result.removed == ["provisioning.connection_string"]
     # new keys go into [provisioning], above the comments that introduce the next section
     assert result.after.index("id_scope") < result.after.index("# Default Edge Agent")
-    again = merge_config(result.after, desired_from_options(X509_OPTIONS))
+    again = _aziot_toml.merge_config(result.after, _aziot_options.desired_from_options(X509_OPTIONS))
     assert not again.changed
     assert again.after == result.after
 
 
 def test_unmanaged_value_formatting_is_untouched() -> None:
     before = "# top\nhostname = 'pi'   # inline comment\n" + VALID["none"]
-    result = merge_config(before, desired_from_options({"hostname": "pi"}))
+    result = _aziot_toml.merge_config(before, _aziot_options.desired_from_options({"hostname": "pi"}))
     assert not result.changed
 
 
@@ -379,8 +363,8 @@ def test_variant_switch_dps_to_manual_sas_removes_attestation() -> None:
             "authentication": {"method": "sas", "device_id_pk_uri": "/var/aziot/secrets/d1.key"},
         }
     }
-    result = merge_config(VALID["dps_x509"], desired_from_options(options))
-    document = unwrap(result.document)
+    result = _aziot_toml.merge_config(VALID["dps_x509"], _aziot_options.desired_from_options(options))
+    document = _aziot_validation.unwrap(result.document)
     assert document["provisioning"] == {
         "source": "manual",
         "iothub_hostname": "hub.azure-devices.net",
@@ -399,16 +383,16 @@ def test_attestation_method_switch_removes_old_method_keys() -> None:
             "attestation": {"method": "tpm", "registration_id": "my-device"},
         }
     }
-    result = merge_config(VALID["dps_x509"], desired_from_options(options))
-    attestation = unwrap(result.document)["provisioning"]["attestation"]
+    result = _aziot_toml.merge_config(VALID["dps_x509"], _aziot_options.desired_from_options(options))
+    attestation = _aziot_validation.unwrap(result.document)["provisioning"]["attestation"]
     assert attestation == {"method": "tpm", "registration_id": "my-device"}
     assert result.removed == ["provisioning.attestation.identity_cert", "provisioning.attestation.identity_pk"]
 
 
 def test_manual_explicit_to_connection_string() -> None:
     options = {"provisioning": {"source": "manual", "connection_string": "HostName=h;DeviceId=d;SharedAccessKey=a2V5"}}
-    result = merge_config(VALID["manual_sas"], desired_from_options(options))
-    assert unwrap(result.document)["provisioning"] == {
+    result = _aziot_toml.merge_config(VALID["manual_sas"], _aziot_options.desired_from_options(options))
+    assert _aziot_validation.unwrap(result.document)["provisioning"] == {
         "source": "manual",
         "connection_string": "HostName=h;DeviceId=d;SharedAccessKey=a2V5",
     }
@@ -416,41 +400,43 @@ def test_manual_explicit_to_connection_string() -> None:
 
 def test_unknown_key_inside_provisioning_is_not_silently_pruned_on_switch() -> None:
     before = VALID["manual_connection_string"].replace("source", 'soruce = "x"\nsource')
-    with pytest.raises(ConfigError, match="did you mean 'source'"):
-        merge_config(before, desired_from_options(X509_OPTIONS))
+    with pytest.raises(_aziot_validation.ConfigError, match="did you mean 'source'"):
+        _aziot_toml.merge_config(before, _aziot_options.desired_from_options(X509_OPTIONS))
 
 
 def test_global_endpoint_of_existing_dps_file_is_kept() -> None:
     before = VALID["dps_x509"].replace("https://global.azure-devices-provisioning.net", "https://dps.example.net")
     options = {"provisioning": {"source": "dps", "id_scope": "0ab1234C5D6"}}
-    result = merge_config(before, desired_from_options(options, unwrap(parse_toml(before))))
+    result = _aziot_toml.merge_config(
+        before, _aziot_options.desired_from_options(options, _aziot_validation.unwrap(_aziot_toml.parse_toml(before)))
+    )
     assert not result.changed
 
 
 def test_settings_deep_merge_and_explicit_options_win() -> None:
-    desired = desired_from_options(
+    desired = _aziot_options.desired_from_options(
         {
             "settings": {"hostname": "from-settings", "aziot_keys": {"pkcs11_lib_path": "/usr/lib/p11.so"}},
             "hostname": "explicit",
             "agent": {"name": "edgeAgent", "type": "docker", "config": {"image": "img:1"}},
         }
     )
-    result = merge_config(VALID["none"], desired)
-    document = unwrap(result.document)
+    result = _aziot_toml.merge_config(VALID["none"], desired)
+    document = _aziot_validation.unwrap(result.document)
     assert document["hostname"] == "explicit"
     assert document["aziot_keys"] == {"pkcs11_lib_path": "/usr/lib/p11.so"}
     assert document["agent"] == {"name": "edgeAgent", "type": "docker", "config": {"image": "img:1"}}
 
 
 def test_dps_plus_parent_hostname_through_options() -> None:
-    desired = desired_from_options({**X509_OPTIONS, "settings": {"parent_hostname": "gw"}})
-    with pytest.raises(ConfigError, match="parent_hostname: DPS provisioning cannot be combined"):
-        merge_config("", desired)
+    desired = _aziot_options.desired_from_options({**X509_OPTIONS, "settings": {"parent_hostname": "gw"}})
+    with pytest.raises(_aziot_validation.ConfigError, match="parent_hostname: DPS provisioning cannot be combined"):
+        _aziot_toml.merge_config("", desired)
 
 
 def test_cloud_timeout_below_70_through_options() -> None:
-    with pytest.raises(ConfigError, match="set cloud_timeout_sec to 70 or more"):
-        merge_config(VALID["none"], desired_from_options({"cloud_timeout_sec": 30}))
+    with pytest.raises(_aziot_validation.ConfigError, match="set cloud_timeout_sec to 70 or more"):
+        _aziot_toml.merge_config(VALID["none"], _aziot_options.desired_from_options({"cloud_timeout_sec": 30}))
 
 
 # ------------------------------------------------------------------------------------------ URIs
@@ -462,39 +448,39 @@ def test_cloud_timeout_below_70_through_options() -> None:
     ],
 )
 def test_cert_paths_become_file_uris(value: str, expected: str) -> None:
-    assert to_cert_uri(value, "x") == expected
+    assert _aziot_options.to_cert_uri(value, "x") == expected
 
 
 def test_key_uris() -> None:
-    assert to_key_uri("/k.pem", "x") == "file:///k.pem"
-    assert to_key_uri("pkcs11:object=k?pin-value=1", "x") == "pkcs11:object=k?pin-value=1"
-    with pytest.raises(ConfigError, match="relative path"):
-        to_key_uri("k.pem", "provisioning.attestation.identity_pk")
-    with pytest.raises(ConfigError, match="not a file path or file:// URI"):
-        to_cert_uri("pkcs11:object=c", "provisioning.attestation.identity_cert")
-    with pytest.raises(ConfigError, match="use file:// or pkcs11:"):
-        to_key_uri("https://vault/k", "x")
+    assert _aziot_options.to_key_uri("/k.pem", "x") == "file:///k.pem"
+    assert _aziot_options.to_key_uri("pkcs11:object=k?pin-value=1", "x") == "pkcs11:object=k?pin-value=1"
+    with pytest.raises(_aziot_validation.ConfigError, match="relative path"):
+        _aziot_options.to_key_uri("k.pem", "provisioning.attestation.identity_pk")
+    with pytest.raises(_aziot_validation.ConfigError, match="not a file path or file:// URI"):
+        _aziot_options.to_cert_uri("pkcs11:object=c", "provisioning.attestation.identity_cert")
+    with pytest.raises(_aziot_validation.ConfigError, match="use file:// or pkcs11:"):
+        _aziot_options.to_key_uri("https://vault/k", "x")
 
 
 # ------------------------------------------------------------------------------------------ masking
 def test_masked_text_hides_every_secret_and_keeps_the_rest() -> None:
     for name in ("dps_symmetric_key_value", "manual_sas", "manual_connection_string"):
-        masked = masked_text(VALID[name])
+        masked = _aziot_toml.masked_text(VALID[name])
         assert KEY_B64 not in masked
         assert "********" in masked
         assert "my-device" in masked
-    assert masked_text(VALID["dps_symmetric_key_uri"]) == VALID["dps_symmetric_key_uri"]
+    assert _aziot_toml.masked_text(VALID["dps_symmetric_key_uri"]) == VALID["dps_symmetric_key_uri"]
 
 
 def test_masked_text_of_unparseable_text_still_hides_the_connection_string_key() -> None:
     text = 'connection_string = "HostName=h;SharedAccessKey=c2VjcmV0\n'
-    assert "c2VjcmV0" not in masked_text(text)
+    assert "c2VjcmV0" not in _aziot_toml.masked_text(text)
 
 
 def test_mask_secrets_on_plain_dict() -> None:
-    document = unwrap(parse_toml(VALID["edge_everything"]))
+    document = _aziot_validation.unwrap(_aziot_toml.parse_toml(VALID["edge_everything"]))
     document["agent"]["config"]["auth"] = {"username": "u", "password": "p4ss"}
-    masked = mask_secrets(document)
+    masked = _aziot_toml.mask_secrets(document)
     assert masked["provisioning"]["connection_string"].endswith("SharedAccessKey=********")
     assert masked["agent"]["config"]["auth"]["password"] == "********"
 
@@ -521,15 +507,15 @@ def _x509_document(cert_path: Path, registration_id: str) -> dict:
 def test_cn_check(tmp_path: Path) -> None:
     cert = tmp_path / "182-con.pem"
     _write_cert(cert, "182-con")
-    assert check_registration_id_matches_cert(_x509_document(cert, "182-con")) == []
-    with pytest.raises(ConfigError) as info:
-        check_registration_id_matches_cert(_x509_document(cert, "183-con"))
+    assert _aziot_validation.check_registration_id_matches_cert(_x509_document(cert, "182-con")) == []
+    with pytest.raises(_aziot_validation.ConfigError) as info:
+        _aziot_validation.check_registration_id_matches_cert(_x509_document(cert, "183-con"))
     assert info.value.option_path == "provisioning.attestation.registration_id"
     assert "does not match the CN '182-con'" in str(info.value)
 
 
 def test_cn_check_warns_when_cert_is_not_readable(tmp_path: Path) -> None:
-    warnings = check_registration_id_matches_cert(_x509_document(tmp_path / "missing.pem", "x"))
+    warnings = _aziot_validation.check_registration_id_matches_cert(_x509_document(tmp_path / "missing.pem", "x"))
     assert len(warnings) == 1
     assert "not readable" in warnings[0]
 
@@ -537,11 +523,11 @@ def test_cn_check_warns_when_cert_is_not_readable(tmp_path: Path) -> None:
 def test_cn_check_refuses_a_file_that_is_not_a_certificate(tmp_path: Path) -> None:
     cert = tmp_path / "garbage.pem"
     cert.write_text("not a certificate")
-    with pytest.raises(ConfigError, match="is not a PEM certificate"):
-        check_registration_id_matches_cert(_x509_document(cert, "x"))
+    with pytest.raises(_aziot_validation.ConfigError, match="is not a PEM certificate"):
+        _aziot_validation.check_registration_id_matches_cert(_x509_document(cert, "x"))
 
 
 def test_cn_check_skipped_with_warning_without_cryptography(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_aziot_validation, "HAS_CRYPTOGRAPHY", False)
-    warnings = check_registration_id_matches_cert(_x509_document(tmp_path / "c.pem", "x"))
+    warnings = _aziot_validation.check_registration_id_matches_cert(_x509_document(tmp_path / "c.pem", "x"))
     assert "cryptography is not installed" in warnings[0]
