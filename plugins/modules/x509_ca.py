@@ -10,15 +10,19 @@ short_description: Create or reuse a root and intermediate CA for DPS, and DPS v
 version_added: 0.1.0
 author: iotfleet developers (@iotfleet)
 description:
-  - Creates, in one directory, a self-signed root CA and an intermediate CA signed by it (key and certificate
-    each), like Azure's C(certGen.sh create_root_and_intermediate), for a lab or a pilot PKI.
+  - Creates, in one directory, a self-signed root CA and one or more intermediate CAs signed by it (key and
+    certificate each), like Azure's C(certGen.sh create_root_and_intermediate), for a lab or a pilot PKI.
     Existing files are reused, and a CA key is never overwritten.
+  - Several intermediates (O(intermediates)) under the one root serve several DPS enrollment groups - DPS tells the
+    devices of enrollment groups apart by the CA that signed them - and a CA rollover (a new intermediate beside the
+    old one); only the root needs DPS's proof of possession.
   - With O(verification_code), also writes a proof-of-possession certificate for DPS (subject CN = the
     verification code DPS shows, signed by the CA key chosen with O(verification_ca)). It is re-made when the
     code changes.
   - Run it on the controller (C(delegate_to=localhost) or a play on localhost), where CA keys belong.
-  - Files written in O(path) are C(root-ca.key.pem), C(root-ca.cert.pem), C(intermediate-ca.key.pem),
-    C(intermediate-ca.cert.pem), C(verification.cert.pem).
+  - Files written in O(path) are C(root-ca.key.pem), C(root-ca.cert.pem), C(NAME-ca.key.pem) and
+    C(NAME-ca.cert.pem) for each NAME of O(intermediates) (by default C(intermediate-ca.key.pem) and
+    C(intermediate-ca.cert.pem)), and C(verification.cert.pem).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - action_common_attributes.files
@@ -46,9 +50,19 @@ options:
     type: str
     default: iotfleet Root CA
   intermediate_common_name:
-    description: Subject CN of the intermediate CA (used only when it is created).
+    description:
+      - Subject CN of the intermediate CA V(intermediate) (used only when it is created); another intermediate NAME
+        gets C(<intermediate_common_name> NAME), so that no two intermediates share a subject.
     type: str
     default: iotfleet Intermediate CA
+  intermediates:
+    description:
+      - Names of the intermediate CAs to keep under the root, each in C(NAME-ca.key.pem) / C(NAME-ca.cert.pem).
+        Missing ones are created; intermediates not named here are left alone.
+      - Letters, digits, C(.), C(_) and C(-); not V(root) or V(verification).
+    type: list
+    elements: str
+    default: [intermediate]
   key_type:
     description:
       - Type of the CA keys (used only when they are created). CA keys are made once, so speed does not matter;
@@ -74,10 +88,11 @@ options:
         as subject CN, signed by the CA named in O(verification_ca). Upload it to DPS to verify the CA.
     type: str
   verification_ca:
-    description: Which CA signs the verification certificate (the one you uploaded to DPS).
+    description:
+      - Which CA signs the verification certificate (the one you uploaded to DPS) - V(root), or the name of one of
+        O(intermediates).
     type: str
     default: root
-    choices: [root, intermediate]
   verification_valid_days:
     description: Validity of the verification certificate, in days.
     type: int
@@ -118,13 +133,22 @@ root_cert_path:
   returned: always
   type: str
 intermediate_key_path:
-  description: Path of the intermediate CA key (signs device certificates).
+  description: Path of the key of the first intermediate of O(intermediates) (signs device certificates).
   returned: always
   type: str
 intermediate_cert_path:
-  description: Path of the intermediate CA certificate.
+  description: Path of the certificate of the first intermediate of O(intermediates).
   returned: always
   type: str
+intermediates:
+  description: Each intermediate of O(intermediates) - its key and certificate paths, and its facts once it exists.
+  returned: always
+  type: dict
+  sample:
+    plant-3:
+      key_path: /srv/pki/plant-3-ca.key.pem
+      cert_path: /srv/pki/plant-3-ca.cert.pem
+      info: {subject: "CN=iotfleet Intermediate CA plant-3"}
 created:
   description: Which files were (or in check mode would be) created.
   returned: always
@@ -136,7 +160,7 @@ root:
   returned: when the root exists (not in check mode before it is created)
   type: dict
 intermediate:
-  description: Facts of the intermediate certificate.
+  description: Facts of the first intermediate certificate.
   returned: when the intermediate exists
   type: dict
 verification_cert_path:
@@ -146,6 +170,7 @@ verification_cert_path:
 """
 
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -176,10 +201,18 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
 FILES = {
     "root_key": "root-ca.key.pem",
     "root_cert": "root-ca.cert.pem",
-    "intermediate_key": "intermediate-ca.key.pem",
-    "intermediate_cert": "intermediate-ca.cert.pem",
     "verification_cert": "verification.cert.pem",
 }
+DEFAULT_INTERMEDIATE = "intermediate"
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def file_name(name: str) -> str:
+    """The file of a CA: root_key, root_cert, verification_cert, or '<intermediate>_key' / '<intermediate>_cert'."""
+    if name in FILES:
+        return FILES[name]
+    label, _sep, kind = name.rpartition("_")
+    return f"{label}-ca.{kind}.pem"
 
 
 class CaDirectory:
@@ -191,10 +224,10 @@ class CaDirectory:
         self.changed = False
 
     def file(self, name: str) -> str:
-        return os.path.join(self.path, FILES[name])
+        return os.path.join(self.path, file_name(name))
 
     def _write(self, name: str, content: bytes, mode: str) -> None:
-        self.created.append(FILES[name])
+        self.created.append(file_name(name))
         self.changed = True
         if not self.module.check_mode:
             write_file_atomic(
@@ -231,24 +264,29 @@ class CaDirectory:
         root_cert, root_key = self._load_pair("root")
         if root_cert is None:
             root_cert, root_key = self._new_pair("root", params["root_common_name"], params["root_valid_days"])
-        inter_cert, inter_key = self._load_pair("intermediate")
-        if inter_cert is not None and not issued_by(inter_cert, root_cert):
-            raise PkiError(
-                f"{self.file('intermediate_cert')} was not signed by {self.file('root_cert')}; "
-                "restore the matching root, or remove the intermediate files to make a new intermediate"
-            )
-        if inter_cert is None:
-            inter_cert, inter_key = self._new_pair(
-                "intermediate",
-                params["intermediate_common_name"],
-                params["intermediate_valid_days"],
-                root_cert,
-                root_key,
-            )
-        result = {"root": cert_info(root_cert), "intermediate": cert_info(inter_cert)}
+        result = {"root": cert_info(root_cert), "intermediates": {}}
+        signers = {"root": (root_cert, root_key)}
+        for name in params["intermediates"]:
+            inter_cert, inter_key = self._load_pair(name)
+            if inter_cert is not None and not issued_by(inter_cert, root_cert):
+                raise PkiError(
+                    f"{self.file(name + '_cert')} was not signed by {self.file('root_cert')}; "
+                    f"restore the matching root, or remove the {name} files to make a new intermediate"
+                )
+            if inter_cert is None:
+                common = params["intermediate_common_name"]
+                inter_cert, inter_key = self._new_pair(
+                    name,
+                    common if name == DEFAULT_INTERMEDIATE else f"{common} {name}",
+                    params["intermediate_valid_days"],
+                    root_cert,
+                    root_key,
+                )
+            signers[name] = (inter_cert, inter_key)
+            result["intermediates"][name] = cert_info(inter_cert)
+        result["intermediate"] = result["intermediates"][params["intermediates"][0]]
         if params["verification_code"]:
-            signer = (root_cert, root_key) if params["verification_ca"] == "root" else (inter_cert, inter_key)
-            self._ensure_verification(*signer)
+            self._ensure_verification(*signers[_verification_signer(params)])
             result["verification_cert_path"] = self.file("verification_cert")
         return result
 
@@ -276,21 +314,51 @@ def argument_spec() -> dict:
         "path": {"type": "path", "required": True},
         "root_common_name": {"type": "str", "default": "iotfleet Root CA"},
         "intermediate_common_name": {"type": "str", "default": "iotfleet Intermediate CA"},
+        "intermediates": {"type": "list", "elements": "str", "default": [DEFAULT_INTERMEDIATE]},
         **key_type_argument_spec(DEFAULT_CA_KEY_TYPE),
         "root_valid_days": {"type": "int", "default": 3650},
         "intermediate_valid_days": {"type": "int", "default": 1825},
         "passphrase": {"type": "str", "no_log": True},
         "verification_code": {"type": "str"},
-        "verification_ca": {"type": "str", "default": "root", "choices": ["root", "intermediate"]},
+        "verification_ca": {"type": "str", "default": "root"},
         "verification_valid_days": {"type": "int", "default": 30},
     }
 
 
+def _verification_signer(params: dict) -> str:
+    """The CA that signs the verification certificate: root, an intermediate's name ('intermediate': the first)."""
+    name = params["verification_ca"]
+    if name == DEFAULT_INTERMEDIATE and DEFAULT_INTERMEDIATE not in params["intermediates"]:
+        return params["intermediates"][0]
+    return name
+
+
+def _check_params(params: dict) -> None:
+    for option in ("root_valid_days", "intermediate_valid_days", "verification_valid_days"):
+        if params[option] < 1:
+            raise PkiError(f"{option} must be at least 1, got {params[option]}")
+    names = params["intermediates"]
+    if not names:
+        raise PkiError("intermediates must name at least one intermediate CA")
+    for name in names:
+        if not _NAME_RE.match(name) or name in ("root", "verification"):
+            raise PkiError(
+                f"intermediates: {name!r} is not a usable CA name; use letters, digits, '.', '_' and '-', "
+                "not 'root' or 'verification'"
+            )
+    if len(set(names)) != len(names):
+        raise PkiError(f"intermediates names a CA twice: {', '.join(names)}")
+    if _verification_signer(params) not in ("root", *names):
+        raise PkiError(
+            f"verification_ca {params['verification_ca']!r} is neither root nor one of intermediates "
+            f"({', '.join(names)})"
+        )
+
+
 def ensure_ca(module) -> dict:
     """Create what is missing in the CA directory (nothing in check mode); return the module result."""
-    for option in ("root_valid_days", "intermediate_valid_days", "verification_valid_days"):
-        if module.params[option] < 1:
-            raise PkiError(f"{option} must be at least 1, got {module.params[option]}")
+    _check_params(module.params)
+    names = module.params["intermediates"]
     path = module.params["path"]
     ca = CaDirectory(module)
     if not os.path.isdir(path):
@@ -302,16 +370,26 @@ def ensure_ca(module) -> dict:
                 raise PkiError(f"cannot create CA directory {path}: {exc.strerror}") from None
     facts = ca.ensure() if os.path.isdir(path) else {}
     if module.check_mode and not os.path.isdir(path):
-        ca.created = [FILES["root_key"], FILES["root_cert"], FILES["intermediate_key"], FILES["intermediate_cert"]]
+        ca.created = [FILES["root_key"], FILES["root_cert"]]
+        ca.created += [file_name(f"{name}_{kind}") for name in names for kind in ("key", "cert")]
         if module.params["verification_code"]:
             ca.created.append(FILES["verification_cert"])
+    infos = facts.pop("intermediates", {})
+    intermediates = {
+        name: dict(
+            {"key_path": ca.file(f"{name}_key"), "cert_path": ca.file(f"{name}_cert")},
+            **({"info": infos[name]} if name in infos else {}),
+        )
+        for name in names
+    }
     return dict(
         changed=ca.changed,
         created=ca.created,
         root_key_path=ca.file("root_key"),
         root_cert_path=ca.file("root_cert"),
-        intermediate_key_path=ca.file("intermediate_key"),
-        intermediate_cert_path=ca.file("intermediate_cert"),
+        intermediate_key_path=intermediates[names[0]]["key_path"],
+        intermediate_cert_path=intermediates[names[0]]["cert_path"],
+        intermediates=intermediates,
         **facts,
     )
 
