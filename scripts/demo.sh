@@ -78,19 +78,24 @@ say "Lab CA on the controller (playbooks/ca.yml)"
 say "Device containers: SSH as pi on 127.0.0.1, sudo to root (tools/device_containers.py)"
 "$BIN/python" -m tools.device_containers up "${DEVICES[@]}" --ssh-dir "$DEMO_DIR/ssh"
 
-say "Local DPS emulator on the podman bridge, X.509 enrollment group on the lab intermediate CA"
+say "Local DPS emulator on the podman bridge: no enrollment yet, the verified lab root, two linked hubs"
 stop_emulator
+# What Azure keeps in Resource Manager, not in the DPS service API: the uploaded and verified root CA, the linked
+# hubs, the shared access policy (a key made for this run). The enrollment groups come from provision.yml.
+( umask 077 && head -c 32 /dev/urandom | base64 > "$DEMO_DIR/dps-service-policy.key" )
 cat > "$DEMO_DIR/enrollments.yml" <<YAML
 ---
 id_scope: $ID_SCOPE
 linked_hubs: [demo-hub-east.azure-devices.net, demo-hub-west.azure-devices.net]
 defaults: {assignment_delay: 1.0, retry_after: 1}
-enrollment_groups:
-  - name: demo-fleet
-    attestation: x509
-    ca_cert: $DEMO_DIR/pki/intermediate-ca.cert.pem
-    verified: true
+shared_access_policies:
+  - name: provisioningserviceowner
+    primary_key: $(cat "$DEMO_DIR/dps-service-policy.key")
+    rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite]
+certificates:
+  - {name: demo-root, certificate: $DEMO_DIR/pki/root-ca.cert.pem, verified: true}
 YAML
+chmod 0600 "$DEMO_DIR/enrollments.yml"
 GATEWAY=$(podman network inspect podman | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["subnets"][0]["gateway"])')
 setsid "${EMULATOR[@]}" serve --config "$DEMO_DIR/enrollments.yml" --state-dir "$DEMO_DIR/dps" \
   --host "$GATEWAY" --quiet > "$DEMO_DIR/emulator.log" 2>&1 < /dev/null &
@@ -98,7 +103,7 @@ echo $! > "$DEMO_DIR/emulator.pid"
 "${EMULATOR[@]}" wait --state-dir "$DEMO_DIR/dps" --timeout 30 --url \
   || { cat "$DEMO_DIR/emulator.log" >&2; die "the emulator did not start"; }
 
-say "Provisioning: ansible-playbook -i inventory/demo playbooks/provision.yml"
+say "Provisioning: ansible-playbook -i inventory/demo playbooks/provision.yml (enrollment groups, then the devices)"
 T0=$(date +%s)
 "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml | tee "$DEMO_DIR/provision-1.log" | grep -E '^(PLAY RECAP|pi-demo)' || true
 CHANGED=$(recap_changed "$DEMO_DIR/provision-1.log") || die "provisioning failed: see $DEMO_DIR/provision-1.log"
@@ -116,11 +121,30 @@ CHANGED=$(recap_changed "$DEMO_DIR/provision-2.log") || die "second run failed: 
 [[ $CHANGED -eq 0 ]] || die "second run changed $CHANGED things, expected changed=0: see $DEMO_DIR/provision-2.log"
 echo "second run: $(($(date +%s) - T0)) s, changed=0 on every device"
 
-say "The emulator's IoT Hub device list: dps-emulator devices --state-dir $DEMO_DIR/dps"
-"${EMULATOR[@]}" devices --state-dir "$DEMO_DIR/dps" \
-  | "$BIN/python" -c 'import json, sys
+say "The emulator's IoT Hub device list, with the twin tags each enrollment group gave: dps-emulator devices"
+device_list() {
+  "${EMULATOR[@]}" devices --state-dir "$DEMO_DIR/dps" | "$BIN/python" -c 'import json, sys
 for d in json.load(sys.stdin):
-    print("%-14s %-34s %-30s registrations: %s" % (d["deviceId"], d["assignedHub"], d["enrollment"], d["registrationCount"]))'
+    tags = ",".join(f"{k}={v}" for k, v in sorted((d.get("tags") or {}).items()))
+    print("%-12s %-33s %-28s %-30s registrations: %s" % (d["deviceId"], d["assignedHub"], d["enrollment"], tags, d["registrationCount"]))'
+}
+device_list
+
+# Block one device the documented way (a disabled individual enrollment + its registration record deleted), show
+# DPS refusing it, and undo it.
+say "Revoking pi-demo-02: ansible-playbook -i inventory/demo playbooks/revoke.yml -l pi-demo-02"
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/revoke.yml -l pi-demo-02 > "$DEMO_DIR/revoke.log" \
+  || die "revoke.yml failed: see $DEMO_DIR/revoke.log"
+recap_changed "$DEMO_DIR/revoke.log" > /dev/null
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml -l pi-demo-02 > "$DEMO_DIR/revoked-attempt.log" \
+  && die "pi-demo-02 registered although it is revoked: see $DEMO_DIR/revoked-attempt.log"
+grep -o 'pi-demo-02: enrollment is disabled in DPS[^"]*' "$DEMO_DIR/revoked-attempt.log" | head -n1 \
+  || die "pi-demo-02's registration failed for another reason: see $DEMO_DIR/revoked-attempt.log"
+
+say "Reinstating pi-demo-02: ansible-playbook -i inventory/demo playbooks/reinstate.yml -l pi-demo-02"
+"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/reinstate.yml -l pi-demo-02 > "$DEMO_DIR/reinstate.log" \
+  || die "reinstate.yml failed: see $DEMO_DIR/reinstate.log"
+device_list
 
 say "Demo done in $(($(date +%s) - START)) s"
 if [[ ${DEMO_KEEP:-0} == 1 ]]; then

@@ -84,10 +84,18 @@ def podman(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def inventory_hosts(group: dict) -> dict:
+    """Every host of a YAML inventory group and of its children, with its line's variables."""
+    hosts = dict(group.get("hosts") or {})
+    for child in (group.get("children") or {}).values():
+        hosts.update(inventory_hosts(child or {}))
+    return hosts
+
+
 def devices_from_inventory(hosts_file: Path, group: str = "pis") -> list[Device]:
-    """The devices of `group` in a YAML hosts file: name, ansible_host/ansible_port and container_image."""
+    """The devices of `group` (and its children) in a YAML hosts file: ansible_host/ansible_port, container_image."""
     data = yaml.safe_load(hosts_file.read_text(encoding="utf-8")) or {}
-    hosts = ((data.get(group) or {}).get("hosts")) or {}
+    hosts = inventory_hosts(data.get(group) or {})
     devices = []
     for name, host_vars in hosts.items():
         host_vars = host_vars or {}

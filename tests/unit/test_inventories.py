@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tools.device_containers import inventory_hosts
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "inventory" / "example"
 COPIES = {
@@ -42,7 +44,7 @@ def test_device_group_vars_have_the_example_shape(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(COPIES))
 def test_hosts_are_reached_over_ssh_like_the_example(name: str) -> None:
-    hosts = _load(COPIES[name] / "hosts.yml")["pis"]["hosts"]
+    hosts = inventory_hosts(_load(COPIES[name] / "hosts.yml")["pis"])
     assert hosts, f"{name}: no hosts"
     for host, host_vars in hosts.items():
         assert set(host_vars) <= {"ansible_host", "ansible_port", "container_image"}, f"{name}: {host}: {host_vars}"
