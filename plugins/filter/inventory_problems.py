@@ -52,6 +52,8 @@ _value:
 
 import json
 
+from jinja2 import Undefined
+
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import DEFAULT_DEVICE_KEY_TYPE, KEY_TYPES
 from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
 
@@ -61,10 +63,13 @@ DEFAULT_ATTESTATION = "x509"
 
 
 def _get(host_vars, name: str, default):
+    """The host's value of `name`, templated; `default` when it is unset or refers to an undefined variable (what
+    Jinja's default() gives, e.g. for '{{ device_identity_registration_id }}' left to the role default)."""
     try:
-        return host_vars[name]
+        value = host_vars[name]
     except KeyError:
         return default
+    return default if isinstance(value, Undefined) else value
 
 
 def _host_problems(host: str, host_vars, registration_id: str) -> list[str]:
