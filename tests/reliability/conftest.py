@@ -2,8 +2,4 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from matrix_helpers import emulator, pki  # noqa: F401 - fixtures, registered by being imported here

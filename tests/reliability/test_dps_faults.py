@@ -12,20 +12,14 @@ converges (assigned), the second changes nothing, and the emulator's device list
 from __future__ import annotations
 
 import base64
-import datetime
 
-from matrix_helpers import (
-    GROUP_KEY,
-    HUB,
-    Pki,
-    connection,
-    registered_devices,
-    run_module,
-    run_playbook,
-)
+from matrix_helpers import GROUP_KEY, HUB, connection, registered_devices
+
+from tests.support.modules import run_module
+from tests.support.pki import DAY, Device, Pki
+from tests.support.playbook import run_playbook
 
 WRONG_KEY = base64.b64encode(b"not-the-key-of-this-enrollment!!").decode()
-DAYS = datetime.timedelta(days=1)
 
 
 def register_task(name: str, register: str, registration_id: str, **args) -> dict:
@@ -40,8 +34,8 @@ def register_task(name: str, register: str, registration_id: str, **args) -> dic
     return {"name": name, "iotfleet.aziot.dps_register": module_args, "register": register, "failed_when": False}
 
 
-def x509(files: dict[str, str]) -> dict:
-    return {"client_cert": files["chain"], "client_key": files["key"]}
+def x509(device: Device) -> dict:
+    return {"client_cert": device.chain_file, "client_key": device.key_file}
 
 
 def one_line(message: str) -> bool:
@@ -49,13 +43,13 @@ def one_line(message: str) -> bool:
 
 
 def test_dps_fault_matrix(emulator, pki: Pki, tmp_path) -> None:
-    other = Pki(tmp_path / "unknown-ca", name="Unknown")
+    other = Pki(tmp_path / "unknown-ca", label="Unknown")
     devices = {name: pki.device(name) for name in ("rel-storm", "rel-5xx", "rel-5xx-storm", "rel-drop", "rel-slow")}
     bad_inputs = {
         "rel-cn": pki.device("rel-cn", cn="someone-else"),
         "rel-unknown-ca": other.device("rel-unknown-ca"),
-        "rel-expired": pki.device("rel-expired", not_before=-3 * DAYS, not_after=-DAYS),
-        "rel-future": pki.device("rel-future", not_before=DAYS, not_after=3 * DAYS),
+        "rel-expired": pki.device("rel-expired", not_before=-3 * DAY, not_after=-DAY),
+        "rel-future": pki.device("rel-future", not_before=DAY, not_after=3 * DAY),
     }
     emulator.set_faults(
         [
@@ -132,7 +126,7 @@ def test_dps_fault_matrix(emulator, pki: Pki, tmp_path) -> None:
     bad_symmetric = ("rel-wrong-key", "rel-sas-expired")
     fixed = dict(devices)
     fixed.update({name: pki.device(name) for name in bad_inputs})
-    # The re-runs call the module directly (its own process, see matrix_helpers.run_module): the same code, without
+    # The re-runs call the module directly (its own process, see tests/support/modules.py): the same code, without
     # the ansible-playbook start-up for each of the 26 runs.
     common = {key: variables[key] for key in ("id_scope", "provisioning_host", "ca_path")}
     symmetric = {"attestation": "symmetric_key", "group_key": GROUP_KEY}
@@ -141,7 +135,7 @@ def test_dps_fault_matrix(emulator, pki: Pki, tmp_path) -> None:
     rerun = {}
     for name, args in runs.items():
         for attempt in (1, 2):
-            module_run = run_module("dps_register", args, tmp_path / "rerun" / name)
+            module_run = run_module("dps_register", args, tmp_path / "rerun" / name, isolated=True)
             assert module_run.result is not None, module_run.output()
             rerun[f"{name}_{attempt}"] = module_run.result
     assigned = registered_devices(emulator)

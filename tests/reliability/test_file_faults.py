@@ -7,7 +7,7 @@ converges (changed, then not changed).
 
 from __future__ import annotations
 
-import datetime
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from matrix_helpers import (
-    PEM,
-    Pki,
-    issue,
-    key_pem,
-    run_module,
-    run_playbook,
-    snapshot,
-)
+from matrix_helpers import snapshot
+
+from tests.support.modules import run_module
+from tests.support.pki import DAY, Issued, Pki, issue, key_pem, new_key
+from tests.support.playbook import run_playbook
+
+# Each module run in its own process, like a module on a device (tests/support/modules.py).
+run_isolated = functools.partial(run_module, isolated=True)
 
 
 def refused(result: dict) -> bool:
@@ -56,27 +54,17 @@ def device_task(name: str, register: str, registration_id: str, device_dir: str,
 def ca_variants(tmp_path_factory, pki: Pki) -> dict[str, str]:
     """CA files on the controller: good, corrupt cert, corrupt key, mismatched pair, expired."""
     directory = tmp_path_factory.mktemp("ca-variants")
-    good_cert = pki.intermediate.public_bytes(PEM)
-    good_key = key_pem(pki.intermediate_key)
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    expired_key = ec.generate_private_key(ec.SECP256R1())
-    expired = issue(
-        "Expired Intermediate CA",
-        expired_key,
-        pki.root,
-        pki.root_key,
-        True,
-        not_before=datetime.timedelta(days=-30),
-        not_after=datetime.timedelta(days=-1),
-    )
-    other_pki = Pki(directory / "other", name="Other")
+    good_cert = pki.intermediate.pem
+    good_key = pki.intermediate.key_pem
+    expired = issue("Expired Intermediate CA", pki.root, ca=True, not_before=-30 * DAY, not_after=-DAY)
+    other_pki = Pki(directory / "other", label="Other")
     variants = {
         "good": (good_cert, good_key),
         "corrupt_cert": (good_cert[:60] + b"!!corrupt!!" + good_cert[80:], good_key),
         "corrupt_key": (good_cert, good_key[:50] + b"#corrupt#" + good_key[70:]),
-        "mismatch": (good_cert, key_pem(other_key)),
-        "expired": (expired.public_bytes(PEM), key_pem(expired_key)),
-        "other": (other_pki.intermediate.public_bytes(PEM), key_pem(other_pki.intermediate_key)),
+        "mismatch": (good_cert, key_pem(new_key())),
+        "expired": (expired.pem, expired.key_pem),
+        "other": (other_pki.intermediate.pem, other_pki.intermediate.key_pem),
     }
     paths = {}
     for name, (cert, key) in variants.items():
@@ -101,18 +89,16 @@ def test_pki_inputs_refused_or_repaired_then_converge(tmp_path: Path, ca_variant
     (devices / "corrupt-key" / "device.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n")
     (devices / "corrupt-key" / "device.key").chmod(0o600)
     (devices / "corrupt-cert" / "device.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ntruncated")
-    (devices / "corrupt-cert" / "device.key").write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
+    (devices / "corrupt-cert" / "device.key").write_bytes(key_pem(new_key()))
     (devices / "corrupt-cert" / "device.key").chmod(0o600)
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    other_ca_cert = x509.load_pem_x509_certificate(Path(ca_variants["other"] + ".pem").read_bytes())
-    other_ca_key = serialization.load_pem_private_key(Path(ca_variants["other"] + ".key").read_bytes(), None)
-    (devices / "other-ca" / "device.key").write_bytes(key_pem(other_key))
-    (devices / "other-ca" / "device.key").chmod(0o600)
-    (devices / "other-ca" / "device.pem").write_bytes(
-        issue(
-            "pi-other-ca", other_key, other_ca_cert, other_ca_key, False, not_after=datetime.timedelta(days=300)
-        ).public_bytes(PEM)
+    other_ca = Issued(
+        x509.load_pem_x509_certificate(Path(ca_variants["other"] + ".pem").read_bytes()),
+        serialization.load_pem_private_key(Path(ca_variants["other"] + ".key").read_bytes(), None),
     )
+    other = issue("pi-other-ca", other_ca, not_after=300 * DAY)
+    (devices / "other-ca" / "device.key").write_bytes(other.key_pem)
+    (devices / "other-ca" / "device.key").chmod(0o600)
+    (devices / "other-ca" / "device.pem").write_bytes(other.pem)
     before = snapshot(devices)
 
     tasks = [
@@ -199,7 +185,7 @@ def test_broken_config_toml_is_refused_not_overwritten_then_converges(tmp_path: 
     config.chmod(0o600)
     before = snapshot(config.parent)
     args = aziot_args(config)
-    refused = run_module("aziot_config", args, tmp_path)
+    refused = run_isolated("aziot_config", args, tmp_path)
     assert refused.result and refused.result.get("failed"), refused.output()
     assert one_line(refused.result["msg"]), refused.result["msg"]
     assert refused.result["msg"].startswith(f"{config}: TOML syntax error at line 3"), refused.result["msg"]
@@ -207,7 +193,7 @@ def test_broken_config_toml_is_refused_not_overwritten_then_converges(tmp_path: 
     assert snapshot(config.parent) == before
     # The operator fixes the quote; a plain re-run converges.
     config.write_text('# edited by hand\n[provisioning]\nsource = "dps"\nid_scope = "0ne00ABCDEF"\n', encoding="utf-8")
-    first, second = run_module("aziot_config", args, tmp_path), run_module("aziot_config", args, tmp_path)
+    first, second = run_isolated("aziot_config", args, tmp_path), run_isolated("aziot_config", args, tmp_path)
     assert first.result and first.result["changed"] is True, first.output()
     assert second.result and second.result["changed"] is False, second.output()
     assert "# edited by hand" in config.read_text(encoding="utf-8")  # the hand-written comment is kept
@@ -239,8 +225,6 @@ def device_args(directory: Path, phase: str, registration_id: str = "pi-kill", *
         "registration_id": registration_id,
         "key_path": str(directory / "device.key"),
         "cert_path": str(directory / "device.pem"),
-        "ca_cert_path": "/nonexistent/controller-only/ca.pem",
-        "ca_key_path": "/nonexistent/controller-only/ca.key",
         "_phase": phase,
         **extra,
     }
@@ -255,14 +239,18 @@ def test_killed_while_writing_a_new_key(tmp_path: Path, kill_at: str) -> None:
     device = tmp_path / "device"
     device.mkdir()
     key = device / "device.key"
-    killed = run_module("x509_device_cert", device_args(device, "inspect"), tmp_path, kill_at, str(key))
+    killed = run_module(
+        "x509_device_cert", device_args(device, "inspect"), tmp_path, kill_at=kill_at, kill_path=str(key)
+    )
     assert killed.killed, killed.output()
     assert not key.exists()  # no key at all rather than a truncated one
-    for remnant in temp_remnants(device):
+    remnants = temp_remnants(device)
+    assert remnants, "the killed run left no temporary file next to the key: where did it write?"
+    for remnant in remnants:
         assert oct(remnant.stat().st_mode & 0o777) == "0o600", remnant  # never readable by others
     # the next run converges: a complete key, 0600; then nothing to do
-    first = run_module("x509_device_cert", device_args(device, "inspect"), tmp_path)
-    second = run_module("x509_device_cert", device_args(device, "inspect"), tmp_path)
+    first = run_isolated("x509_device_cert", device_args(device, "inspect"), tmp_path)
+    second = run_isolated("x509_device_cert", device_args(device, "inspect"), tmp_path)
     assert first.result["changed"] and first.result["key_generated"], first.output()
     assert not second.result["changed"] and not second.result["key_generated"], second.output()
     assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----") and oct(key.stat().st_mode & 0o777) == "0o600"
@@ -274,18 +262,21 @@ def test_killed_while_writing_a_new_key(tmp_path: Path, kill_at: str) -> None:
 def test_killed_while_replacing_a_certificate(tmp_path: Path, pki: Pki, kill_at: str) -> None:
     device = tmp_path / "device"
     device.mkdir()
-    assert run_module("x509_device_cert", device_args(device, "inspect"), tmp_path).result["key_generated"]
+    assert run_isolated("x509_device_cert", device_args(device, "inspect"), tmp_path).result["key_generated"]
     key = serialization.load_pem_private_key((device / "device.key").read_bytes(), None)
-    old = issue("pi-kill", key, pki.intermediate, pki.intermediate_key, False).public_bytes(PEM)
-    (device / "device.pem").write_bytes(old)
-    new = issue("pi-kill", key, pki.intermediate, pki.intermediate_key, False).public_bytes(PEM).decode()
+    (device / "device.pem").write_bytes(issue("pi-kill", pki.intermediate, key=key).pem)
+    new = issue("pi-kill", pki.intermediate, key=key).pem_text
     before = snapshot(device)
     install = device_args(device, "install", _certificate=new)
-    killed = run_module("x509_device_cert", install, tmp_path, kill_at, str(device / "device.pem"))
+    killed = run_module("x509_device_cert", install, tmp_path, kill_at=kill_at, kill_path=str(device / "device.pem"))
     assert killed.killed, killed.output()
     after = {k: v for k, v in snapshot(device).items() if not k.endswith(".tmp")}
     assert after == before  # the old certificate, whole
-    first, second = run_module("x509_device_cert", install, tmp_path), run_module("x509_device_cert", install, tmp_path)
+    assert temp_remnants(device), "the killed run left no temporary file next to the certificate"
+    first, second = (
+        run_isolated("x509_device_cert", install, tmp_path),
+        run_isolated("x509_device_cert", install, tmp_path),
+    )
     assert first.result["changed"] is True and second.result["changed"] is False, first.output() + second.output()
     assert (device / "device.pem").read_text() == new
     assert temp_remnants(device) == []
@@ -296,16 +287,18 @@ def test_killed_while_rewriting_config_toml(tmp_path: Path, kill_at: str) -> Non
     etc = tmp_path / "etc"
     etc.mkdir()
     config = etc / "config.toml"
-    assert run_module("aziot_config", aziot_args(config), tmp_path).result["changed"]
+    assert run_isolated("aziot_config", aziot_args(config), tmp_path).result["changed"]
     before = snapshot(etc)
     changed_args = aziot_args(config, hostname="pi-rel-renamed")
-    killed = run_module("aziot_config", changed_args, tmp_path, kill_at, str(config))
+    killed = run_module("aziot_config", changed_args, tmp_path, kill_at=kill_at, kill_path=str(config))
     assert killed.killed, killed.output()
     assert {k: v for k, v in snapshot(etc).items() if not k.endswith(".tmp")} == before
-    for remnant in temp_remnants(etc):
+    remnants = temp_remnants(etc)
+    assert remnants, "the killed run left no temporary file next to config.toml: where did it write?"
+    for remnant in remnants:
         assert oct(remnant.stat().st_mode & 0o777) == "0o600", remnant
-    first = run_module("aziot_config", changed_args, tmp_path)
-    second = run_module("aziot_config", changed_args, tmp_path)
+    first = run_isolated("aziot_config", changed_args, tmp_path)
+    second = run_isolated("aziot_config", changed_args, tmp_path)
     assert first.result["changed"] is True and second.result["changed"] is False, first.output() + second.output()
     assert 'hostname = "pi-rel-renamed"' in config.read_text(encoding="utf-8")
     assert temp_remnants(etc) == []
@@ -334,48 +327,49 @@ def remount(mount_point: Path, option: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{option}", str(mount_point)], check=True)
 
 
-def test_read_only_filesystem(tmp_path: Path, tmpfs: Path) -> None:
-    config, key = tmpfs / "config.toml", tmpfs / "device.key"
-    assert run_module("aziot_config", aziot_args(config), tmp_path).result["changed"]
-    before = snapshot(tmpfs)
-    remount(tmpfs, "ro")
-    changed_args = aziot_args(config, hostname="pi-rel-ro")
-    refused = run_module("aziot_config", changed_args, tmp_path)
-    assert refused.result and refused.result.get("failed"), refused.output()
-    message = refused.result["msg"]
-    assert one_line(message) and str(config) in message and "Read-only file system" in message, message
-    new_key = run_module("x509_device_cert", device_args(tmpfs, "inspect"), tmp_path)
-    assert new_key.result and new_key.result.get("failed"), new_key.output()
-    assert one_line(new_key.result["msg"]) and str(key) in new_key.result["msg"], new_key.result["msg"]
-    assert "Read-only file system" in new_key.result["msg"]
-    assert snapshot(tmpfs) == before  # old config intact, no key, no temp file
-    remount(tmpfs, "rw")
-    for args, module in ((changed_args, "aziot_config"), (device_args(tmpfs, "inspect"), "x509_device_cert")):
-        first, second = run_module(module, args, tmp_path), run_module(module, args, tmp_path)
+def assert_refused(run, path: Path, problem: str) -> None:
+    """The module failed with one line naming the file and the problem."""
+    assert run.result and run.result.get("failed"), run.output()
+    message = run.result["msg"]
+    assert one_line(message) and str(path) in message and problem in message, message
+
+
+def assert_converges(work: Path, *runs: tuple[str, dict]) -> None:
+    """Each (module, args) changes on its first run and nothing on its second."""
+    for module, args in runs:
+        first, second = run_isolated(module, args, work), run_isolated(module, args, work)
         assert first.result["changed"] is True and second.result["changed"] is False, first.output() + second.output()
 
 
+def test_read_only_filesystem(tmp_path: Path, tmpfs: Path) -> None:
+    config, key = tmpfs / "config.toml", tmpfs / "device.key"
+    assert run_isolated("aziot_config", aziot_args(config), tmp_path).result["changed"]
+    before = snapshot(tmpfs)
+    remount(tmpfs, "ro")
+    changed_args = aziot_args(config, hostname="pi-rel-ro")
+    assert_refused(run_isolated("aziot_config", changed_args, tmp_path), config, "Read-only file system")
+    new_key = run_isolated("x509_device_cert", device_args(tmpfs, "inspect"), tmp_path)
+    assert_refused(new_key, key, "Read-only file system")
+    assert snapshot(tmpfs) == before  # old config intact, no key, no temp file
+    remount(tmpfs, "rw")
+    assert_converges(tmp_path, ("aziot_config", changed_args), ("x509_device_cert", device_args(tmpfs, "inspect")))
+
+
 def test_full_filesystem(tmp_path: Path, tmpfs: Path) -> None:
-    config = tmpfs / "config.toml"
-    assert run_module("aziot_config", aziot_args(config), tmp_path).result["changed"]
+    config, key = tmpfs / "config.toml", tmpfs / "device.key"
+    assert run_isolated("aziot_config", aziot_args(config), tmp_path).result["changed"]
     before = snapshot(tmpfs)
     filler = tmpfs / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], check=False, capture_output=True)
     filled = snapshot(tmpfs)
     changed_args = aziot_args(config, hostname="pi-rel-" + "x" * 40)
-    refused = run_module("aziot_config", changed_args, tmp_path)
-    assert refused.result and refused.result.get("failed"), refused.output()
-    message = refused.result["msg"]
-    assert one_line(message) and str(config) in message and "No space left on device" in message, message
-    new_key = run_module("x509_device_cert", device_args(tmpfs, "inspect"), tmp_path)
-    assert new_key.result and new_key.result.get("failed"), new_key.output()
-    assert "No space left on device" in new_key.result["msg"] and one_line(new_key.result["msg"])
+    assert_refused(run_isolated("aziot_config", changed_args, tmp_path), config, "No space left on device")
+    new_key = run_isolated("x509_device_cert", device_args(tmpfs, "inspect"), tmp_path)
+    assert_refused(new_key, key, "No space left on device")
     assert snapshot(tmpfs) == filled  # old config intact, no half-written key or temp file
     filler.unlink()
     assert snapshot(tmpfs) == before
-    for args, module in ((changed_args, "aziot_config"), (device_args(tmpfs, "inspect"), "x509_device_cert")):
-        first, second = run_module(module, args, tmp_path), run_module(module, args, tmp_path)
-        assert first.result["changed"] is True and second.result["changed"] is False, first.output() + second.output()
+    assert_converges(tmp_path, ("aziot_config", changed_args), ("x509_device_cert", device_args(tmpfs, "inspect")))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -386,15 +380,15 @@ def test_full_filesystem(tmp_path: Path, tmpfs: Path) -> None:
 def test_x509_ca_refuses_a_corrupt_ca_file(tmp_path: Path, damaged: str) -> None:
     ca_dir = tmp_path / "ca"
     args = {"path": str(ca_dir), "key_type": "ec-p256"}
-    assert run_module("x509_ca", args, tmp_path).result["changed"] is True
+    assert run_isolated("x509_ca", args, tmp_path).result["changed"] is True
     good = (ca_dir / damaged).read_bytes()
     (ca_dir / damaged).write_bytes(good[:40] + b"#corrupt#" + good[60:])
     before = snapshot(ca_dir)
-    refused_run = run_module("x509_ca", args, tmp_path)
+    refused_run = run_isolated("x509_ca", args, tmp_path)
     assert refused_run.result and refused_run.result.get("failed"), refused_run.output()
     message = refused_run.result["msg"]
     assert one_line(message) and damaged in message, message
     assert snapshot(ca_dir) == before  # a CA key or certificate is never silently replaced
     (ca_dir / damaged).write_bytes(good)  # restored from a backup
-    again = run_module("x509_ca", args, tmp_path)
+    again = run_isolated("x509_ca", args, tmp_path)
     assert again.result and again.result["changed"] is False, again.output()

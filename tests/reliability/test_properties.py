@@ -1,8 +1,9 @@
 """Property tests (hypothesis): no input makes the config.toml validator or the PEM/chain loaders crash.
 
 They may refuse an input, but only with their own error types, which the modules turn into one-line messages:
-ConfigError / TomlSyntaxError (_aziot), PkiError (_pki), ValueError from _dps.pem_certificates (dps_register
-catches it); _dps.certificate_common_name / certificate_validity return None for what they cannot parse.
+ConfigError (_aziot_validation) / TomlSyntaxError (_aziot_toml), PkiError (_pki), ValueError from
+_dps.pem_certificates (dps_register catches it); _dps.certificate_common_name / certificate_validity return None for
+what they cannot parse, and what they return for a certificate is what cryptography reads.
 Example counts are modest so that the whole file runs in seconds.
 """
 
@@ -14,12 +15,13 @@ import itertools
 import string
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from matrix_helpers import Pki, issue, key_pem
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot, _dps, _pki
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot_toml, _aziot_validation, _dps, _pki
+from tests.support.pki import DAY, Pki, issue
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -77,8 +79,8 @@ TOML_ALPHABET = string.ascii_letters + string.digits + " \n\t=[]{}\".,#'-_:/"
 @given(st.one_of(st.text(max_size=200), st.text(alphabet=TOML_ALPHABET, max_size=200)))
 def test_parse_toml_only_raises_toml_syntax_error(text: str) -> None:
     try:
-        _aziot.unwrap(_aziot.parse_toml(text))
-    except _aziot.TomlSyntaxError as exc:
+        _aziot_validation.unwrap(_aziot_toml.parse_toml(text))
+    except _aziot_toml.TomlSyntaxError as exc:
         assert exc.line >= 0 and str(exc)
 
 
@@ -86,8 +88,8 @@ def test_parse_toml_only_raises_toml_syntax_error(text: str) -> None:
 @given(DOCUMENTS, st.sampled_from(["edge", "identity_service"]))
 def test_validate_config_only_raises_config_error(document: dict, product: str) -> None:
     try:
-        _aziot.validate_config(document, product)
-    except _aziot.ConfigError as exc:
+        _aziot_validation.validate_config(document, product)
+    except _aziot_validation.ConfigError as exc:
         assert "\n" not in exc.format("/etc/aziot/config.toml")
 
 
@@ -95,11 +97,11 @@ def test_validate_config_only_raises_config_error(document: dict, product: str) 
 @given(st.one_of(st.just(""), st.text(alphabet=TOML_ALPHABET, max_size=120)), DOCUMENTS)
 def test_merge_config_only_raises_its_errors(before: str, desired: dict) -> None:
     try:
-        result = _aziot.merge_config(before, desired)
-    except (_aziot.TomlSyntaxError, _aziot.ConfigError):
+        result = _aziot_toml.merge_config(before, desired)
+    except (_aziot_toml.TomlSyntaxError, _aziot_validation.ConfigError):
         return
     # What it accepted, it accepts again unchanged (a re-run converges).
-    again = _aziot.merge_config(result.after, desired)
+    again = _aziot_toml.merge_config(result.after, desired)
     assert again.after == result.after
 
 
@@ -108,30 +110,17 @@ def test_merge_config_only_raises_its_errors(before: str, desired: dict) -> None
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> dict:
-    pki = Pki(tmp_path_factory.mktemp("prop-pki"), name="Prop")
-    other = Pki(tmp_path_factory.mktemp("prop-other"), name="PropOther")
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    expired_key = ec.generate_private_key(ec.SECP256R1())
+    pki = Pki(tmp_path_factory.mktemp("prop-pki"), label="Prop")
+    other = Pki(tmp_path_factory.mktemp("prop-other"), label="PropOther")
+    leaf = issue("prop-leaf", pki.intermediate)
+    # same name as the real intermediate, expired, another key
+    expired = issue("Prop Intermediate CA", pki.root, ca=True, not_before=-10 * DAY, not_after=-DAY)
     return {
         "pki": pki,
-        "leaf": issue("prop-leaf", leaf_key, pki.intermediate, pki.intermediate_key, False),
-        "pool": [
-            pki.intermediate,
-            pki.root,
-            other.intermediate,
-            other.root,
-            issue(
-                "Prop Intermediate CA",  # same name as the real intermediate, expired, another key
-                expired_key,
-                pki.root,
-                pki.root_key,
-                True,
-                not_before=datetime.timedelta(days=-10),
-                not_after=datetime.timedelta(days=-1),
-            ),
-        ],
+        "leaf": leaf.cert,
+        "pool": [pki.intermediate.cert, pki.root.cert, other.intermediate.cert, other.root.cert, expired.cert],
         "pems": [pki.intermediate_path.read_bytes(), pki.root_path.read_bytes()],
-        "key": key_pem(leaf_key),
+        "key": leaf.key_pem,
     }
 
 
@@ -170,15 +159,30 @@ def test_pem_loaders_only_raise_pki_error(certs: dict, data) -> None:
             loader()
         except _pki.PkiError as exc:
             assert "\n" not in str(exc)
-    # the device-side DER readers of dps_register: ValueError (caught by the module) or None, never a crash
+    # the device-side DER readers of dps_register: ValueError (caught by the module) or None, never a crash; and
+    # what they read from a certificate cryptography can parse is what cryptography reads (the unmutated source's
+    # certificates are always among them, so that every example checks the agreement at least once)
     try:
         ders = _dps.pem_certificates(mutated.decode("latin-1"))
     except ValueError:
         ders = []
-    for der in [*ders, mutated]:
-        assert _dps.certificate_common_name(der) is None or isinstance(_dps.certificate_common_name(der), str)
-        validity = _dps.certificate_validity(der)
-        assert validity is None or validity[0] <= validity[1] or isinstance(validity[0], float)
+    for der in [*ders, mutated, *_dps.pem_certificates(source.decode("latin-1"))]:
+        assert_reads_like_cryptography(der)
+
+
+def assert_reads_like_cryptography(der: bytes) -> None:
+    common_name = _dps.certificate_common_name(der)
+    validity = _dps.certificate_validity(der)
+    assert common_name is None or type(common_name) is str
+    assert validity is None or (len(validity) == 2 and all(type(value) is float for value in validity))
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        expected_cn = _pki.common_name(cert.subject)
+        expected_validity = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+    except ValueError:
+        return  # not a certificate cryptography reads: None (or anything) from the readers above is fine
+    assert common_name in (None, expected_cn), (common_name, expected_cn)
+    assert validity in (None, expected_validity), (validity, expected_validity)
 
 
 @SETTINGS
@@ -199,8 +203,6 @@ def test_order_chain_only_raises_pki_error(certs: dict, data) -> None:
 
 def test_certificate_validity_agrees_with_cryptography(certs: dict) -> None:
     """The device-side DER reader dps_register uses to refuse an expired certificate reads what cryptography reads."""
-    from cryptography.hazmat.primitives import serialization
-
     for cert in [certs["leaf"], *certs["pool"]]:
         der = cert.public_bytes(serialization.Encoding.DER)
         expected = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())

@@ -23,17 +23,17 @@ from pathlib import Path
 from matrix_helpers import (
     AUDIT_HOOK,
     GROUP_KEY,
-    Pki,
     assert_no_secret,
-    clean_env,
     connection,
     derived_key,
     device_interpreter,
     output_and_files,
     pem_body_lines,
-    run_playbook,
     sas_signatures,
 )
+
+from tests.support.pki import Pki
+from tests.support.playbook import clean_env, run_playbook
 
 REGISTRATION_ID = "rel-secret-01"
 
@@ -135,8 +135,8 @@ def test_provisioning_leaks_nothing_and_ca_key_stays_on_the_controller(emulator,
         root_cert=str(pki.root_path),
         group_key=GROUP_KEY,
         device_key=device_key,
-        x509_chain=x509_files["chain"],
-        x509_key=x509_files["key"],
+        x509_chain=x509_files.chain_file,
+        x509_key=x509_files.key_file,
     )
     started = time.time()
     run = run_playbook(
@@ -150,7 +150,7 @@ def test_provisioning_leaks_nothing_and_ca_key_stays_on_the_controller(emulator,
     )
     finished = time.time()
     results = run.results
-    assert run.process.returncode == 0 and results, run.output()
+    assert run.returncode == 0 and results, run.output()
     assert results["device_cert"]["changed"] and results["sym"]["status"] == "assigned", results
     assert results["x509"]["status"] == "assigned", results["x509"]
 
@@ -173,7 +173,7 @@ def test_provisioning_leaks_nothing_and_ca_key_stays_on_the_controller(emulator,
     secrets = {
         "device private key": pem_body_lines(device_key_file.read_bytes()),
         "CA private key": pem_body_lines(pki.intermediate_key_path.read_bytes()),
-        "x509 device private key": pem_body_lines(Path(x509_files["key"]).read_bytes()),
+        "x509 device private key": pem_body_lines(Path(x509_files.key_file).read_bytes()),
         "group key": [GROUP_KEY],
         "derived device key": [device_key],
         "SAS signature": sas_signatures(
