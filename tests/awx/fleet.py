@@ -176,8 +176,11 @@ class Run:
         return f"$ {' '.join(self.argv[-6:])}\n{self.stdout[-6000:]}{self.stderr[-3000:]}"
 
 
-def run_concurrently(commands: list[list[str]], env: dict[str, str], cwd: Path, timeout: float = 900) -> list[Run]:
-    """Start every command at once (as AWX starts a sliced job's slices), wait for all; the output of each."""
+def run_concurrently(
+    commands: list[list[str]], env: dict[str, str], cwd: Path, timeout: float = 900, once_started=None
+) -> list[Run]:
+    """Start every command at once (as AWX starts a sliced job's slices), wait for all; the output of each.
+    `once_started()` is called after all are started, before waiting for them."""
     logs = []
     started = time.monotonic()
     processes = []
@@ -188,6 +191,8 @@ def run_concurrently(commands: list[list[str]], env: dict[str, str], cwd: Path, 
         processes.append(subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True))
     runs = []
     try:
+        if once_started is not None:
+            once_started()
         for argv, process, (out, err) in zip(commands, processes, logs, strict=True):
             remaining = max(1.0, timeout - (time.monotonic() - started))
             process.wait(timeout=remaining)
