@@ -83,8 +83,15 @@ containers: venv images
 molecule: venv images
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
-test: lint sanity unit integration reliability bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule
+test: lint sanity unit integration reliability bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
 	@echo "make test: all suites passed"
+
+# AWX / Automation Platform (issue 16, docs/awx.md): the built tarball installed offline and run from the install,
+# the credential types, provision.yml as 4 concurrent slices, concurrent enrollment writes, and the execution
+# environment built with ansible-builder (podman; the base comes from `make images`) and run with ansible-runner.
+.PHONY: awx
+awx: venv images
+	pytest -q tests/awx $(PYTEST_ARGS)
 
 # The main job on an embedded default: a container fleet + the local DPS emulator, end to end.
 demo: venv
