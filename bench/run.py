@@ -371,7 +371,14 @@ def run_phase_a(
 
 
 def run_playbook(
-    name: str, playbook: Path, inventory: Path, extra: dict[str, Any], env: dict[str, str], forks: int, log: Path
+    name: str,
+    playbook: Path,
+    inventory: Path,
+    extra: dict[str, Any],
+    env: dict[str, str],
+    forks: int,
+    log: Path,
+    more_args: list[str] | None = None,
 ) -> dict[str, Any]:
     argv = [
         str(VENV_BIN / "ansible-playbook"),
@@ -381,6 +388,7 @@ def run_playbook(
         str(forks),
         "-e",
         json.dumps(extra),
+        *(more_args or []),
         str(playbook),
     ]
     result = run_measured(argv, log, env, REPO_ROOT)
@@ -392,6 +400,84 @@ def run_playbook(
     if "profile_tasks" in env.get("ANSIBLE_CALLBACKS_ENABLED", ""):
         result["profile"] = parse_profile(text)
     return result
+
+
+def slice_hosts(hosts: list[str], slices: int) -> list[list[str]]:
+    """AWX job slicing: slice k (0-based) of `slices` runs hosts[k::slices] of the sorted inventory."""
+    ordered = sorted(hosts)
+    return [ordered[index::slices] for index in range(slices)]
+
+
+def run_playbook_sliced(
+    name: str,
+    playbook: Path,
+    inventory: Path,
+    extra: dict[str, Any],
+    env: dict[str, str],
+    forks: int,
+    log: Path,
+    hosts: list[str],
+    slices: int,
+) -> dict[str, Any]:
+    """`playbook` as `slices` concurrent ansible-playbook processes with disjoint --limit (AWX job slicing), each
+    with `forks` forks (a slice is a job of its own). Per slice: what run_playbook measures. Total: wall from the
+    first start to the last end, CPU and changed summed, memory peaks summed (an upper bound: they need not
+    coincide)."""
+    if slices == 1:
+        return run_playbook(name, playbook, inventory, extra, env, forks, log)
+    results: list[dict[str, Any] | BaseException | None] = [None] * slices
+    parts = slice_hosts(hosts, slices)
+
+    def one(index: int) -> None:
+        limit = log.with_name(f"{log.stem}-slice{index + 1}.limit")
+        limit.write_text("\n".join(parts[index]) + "\n", encoding="utf-8")
+        slice_extra = ["--limit", f"@{limit}"]
+        try:
+            results[index] = run_playbook(
+                f"{name} slice {index + 1}/{slices}",
+                playbook,
+                inventory,
+                extra,
+                env,
+                forks,
+                log.with_name(f"{log.stem}-slice{index + 1}.log"),
+                slice_extra,
+            )
+        except BaseException as error:  # reported below, after every slice ended
+            results[index] = error
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(slices)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    per_slice = [result for result in results if isinstance(result, dict)]
+    total: dict[str, Any] = {
+        "wall_s": round(wall, 3),
+        "rc": max(result["rc"] for result in per_slice),
+        "changed": sum(result["changed"] for result in per_slice),
+        "tasks_ok": sum(result["tasks_ok"] for result in per_slice),
+        "hosts": sum(result["hosts"] for result in per_slice),
+        "cpu_user_s": round(sum(result["cpu_user_s"] for result in per_slice), 2),
+        "cpu_sys_s": round(sum(result["cpu_sys_s"] for result in per_slice), 2),
+        "peak_rss_tree_mib": round(sum(result["peak_rss_tree_mib"] for result in per_slice), 1),
+        "peak_pss_tree_mib": round(sum(result["peak_pss_tree_mib"] for result in per_slice), 1),
+        "peak_processes": sum(result["peak_processes"] for result in per_slice),
+        "max_rss_single_mib": max(result["max_rss_single_mib"] for result in per_slice),
+        "slices": [
+            {"hosts": len(part), **{key: result[key] for key in SLICE_FIELDS}}
+            for part, result in zip(parts, per_slice, strict=True)
+        ],
+    }
+    return total
+
+
+SLICE_FIELDS = ("wall_s", "cpu_user_s", "cpu_sys_s", "changed", "peak_pss_tree_mib", "max_rss_single_mib")
 
 
 def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, work: Path) -> dict[str, Any]:
@@ -467,7 +553,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     cell_dir / f"B-{tag}.log",
                 )
             if "C" in args.methods:
-                phases.setdefault("C", {})[tag] = run_playbook(
+                phases.setdefault("C", {})[tag] = run_playbook_sliced(
                     "method C",
                     pb / "method_c_collection.yml",
                     inventories["C"],
@@ -475,9 +561,11 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     env,
                     args.forks,
                     cell_dir / f"C-{tag}.log",
+                    hosts,
+                    args.slices,
                 )
             if "C" in args.methods and not args.no_dps:
-                dps = run_playbook(
+                dps = run_playbook_sliced(
                     "method C DPS phase",
                     pb / "method_c_dps.yml",
                     inventories["C"],
@@ -485,6 +573,8 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     env,
                     args.forks,
                     cell_dir / f"C_dps-{tag}.log",
+                    hosts,
+                    args.slices,
                 )
                 dps["devices_per_min"] = round(size * 60 / dps["wall_s"], 1)
                 phases.setdefault("C_dps", {})[tag] = dps
@@ -607,7 +697,7 @@ def report(results: dict[str, Any]) -> str:
     out.append(f"Command: `{results['command']}`  ")
     out.append(
         f"Started {results['started']}, finished {results.get('finished', '?')}; forks {settings['forks']}, "
-        f"{settings['repeats']} repeat(s) per cell.  "
+        f"{settings.get('slices', 1)} slice(s), {settings['repeats']} repeat(s) per cell.  "
     )
     machine = results["machine"]
     out.append(
@@ -685,6 +775,8 @@ def report(results: dict[str, Any]) -> str:
             f"{w('C_dps', 'rerun')} | {fmt(r['C/A_first'], 2)} | {fmt(r['C/B_first'], 2)} | {fmt(r['C/B_rerun'], 2)} | "
             f"{cell['load_before'][0]} → {cell['load_after'][0]} |"
         )
+    out.extend(cpu_report(results["cells"]))
+    out.extend(slices_report(results["cells"]))
     rows = scaling(results["cells"])
     if rows:
         out.append("")
@@ -704,6 +796,63 @@ def report(results: dict[str, Any]) -> str:
                 f"{fmt(row['median'], 2)} |"
             )
     return "\n".join(out) + "\n"
+
+
+def cpu_of(run: dict[str, Any]) -> float:
+    return run["cpu_user_s"] + run["cpu_sys_s"]
+
+
+def cpu_report(cells: list[dict[str, Any]]) -> list[str]:
+    """Controller CPU (user + sys of ansible-playbook and all its descendants) per device, per C phase and run."""
+    names = [("C", "first"), ("C", "rerun"), ("C_dps", "first"), ("C_dps", "rerun")]
+    rows = []
+    for cell in cells:
+        phases = cell["phases"]
+        values = [fmt(cpu_of(phases[phase][tag]) / cell["size"], 3) if phase in phases else "-" for phase, tag in names]
+        if any(value != "-" for value in values):
+            rows.append(f"| {cell['key_type']} | {cell['size']} | {cell['repeat']} | " + " | ".join(values) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Controller CPU seconds per device (user + sys of the whole process tree, every slice summed): what an "
+        "execution node spends on each device.",
+        "",
+        "| key | N | rep | C first | C re | C DPS first | C DPS re |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def slices_report(cells: list[dict[str, Any]]) -> list[str]:
+    """Per-slice wall and CPU of sliced phases (--slices N), and the total."""
+    rows = []
+    for cell in cells:
+        for phase in ("C", "C_dps"):
+            for tag in ("first", "rerun"):
+                run = cell["phases"].get(phase, {}).get(tag)
+                if not run or "slices" not in run:
+                    continue
+                label = f"| {cell['key_type']} | {cell['size']} | {cell['repeat']} | {phase} {tag}"
+                for index, part in enumerate(run["slices"], start=1):
+                    rows.append(
+                        f"{label} | {index} | {part['hosts']} | {fmt(part['wall_s'])} | "
+                        f"{fmt(part['cpu_user_s'] + part['cpu_sys_s'])} | {part['changed']} |"
+                    )
+                rows.append(
+                    f"{label} | all | {run['hosts']} | {fmt(run['wall_s'])} | {fmt(cpu_of(run))} | {run['changed']} |"
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "Slices (AWX job slicing: concurrent ansible-playbook processes with disjoint --limit, each with the forks "
+        "above); `all` = wall from the first start to the last end, CPU and changed summed.",
+        "",
+        "| key | N | rep | phase | slice | hosts | wall s | CPU s | changed |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def scaling(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -764,6 +913,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--methods", default="A,B,C", help="subset of A,B,C (default all)")
     parser.add_argument("--no-dps", action="store_true", help="skip C's DPS phase (e.g. for a 1,000-device C run)")
     parser.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="run C's playbooks as N concurrent ansible-playbook processes with disjoint --limit, as AWX job "
+        "slicing does (each with --forks forks); per-slice and total wall/CPU are recorded (default 1)",
+    )
+    parser.add_argument(
         "--target",
         choices=("local", "podman", "ssh"),
         default="local",
@@ -795,6 +951,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--methods: {method!r} is not one of A, B, C")
     if args.repeats < 1 or args.forks < 1 or not args.sizes or min(args.sizes) < 1:
         parser.error("--repeats, --forks and every size must be at least 1")
+    if args.slices < 1 or args.slices > min(args.sizes):
+        parser.error("--slices must be at least 1 and at most the smallest fleet size")
     return args
 
 
@@ -804,7 +962,7 @@ def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for other in runs[1:]:
         for field in ("machine", "settings"):
             # Files written before --target existed were local runs.
-            defaults = {"target": "local", "image": None} if field == "settings" else {}
+            defaults = {"target": "local", "image": None, "slices": 1} if field == "settings" else {}
             # A new boot of the same machine kind may carry another kernel build; it is listed, not compared.
             ignored = ("repeats", "kernel")
             mine = {k: v for k, v in {**defaults, **first[field]}.items() if k not in ignored}
@@ -858,6 +1016,7 @@ def main(argv: list[str]) -> int:
         "machine": machine_description(),
         "settings": {
             "forks": args.forks,
+            "slices": args.slices,
             "repeats": args.repeats,
             "gather_facts": False,
             "target": args.target,
