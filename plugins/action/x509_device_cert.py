@@ -9,11 +9,17 @@
 
 The module gets only the options the device needs (_device_cert.device_argument_spec()): the CA paths and
 passphrase, the validity and the chain options stay here.
+
+With `issued_cert_dir`, the controller also keeps a copy of the certificate the device holds
+(`<issued_cert_dir>/<registration_id>.cert.pem`), written here, atomically, whenever it differs - so a device can be
+revoked or replaced without reaching it (playbooks/revoke.yml, playbooks/replace.yml).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -44,6 +50,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id im
 
 MODULE = "iotfleet.aziot.x509_device_cert"
 _INFO_KEYS = ("subject", "issuer", "serial_number", "not_before", "not_after", "sha1_thumbprint", "sha256_thumbprint")
+ISSUED_CERT_SUFFIX = ".cert.pem"
 
 
 def _describe(info: dict | None) -> str:
@@ -65,6 +72,48 @@ class ActionModule(ActionBase):
                 return handle.read()
         except OSError as exc:
             raise PkiError(f"cannot read {what} {path} on the controller: {exc.strerror}") from None
+
+    def _issued_cert_path(self, params: dict) -> str | None:
+        """Where the controller keeps its copy of the device certificate (None: no copy wanted)."""
+        directory = params["issued_cert_dir"]
+        if not directory:
+            return None
+        directory = os.path.expanduser(directory)
+        if not os.path.isabs(directory):
+            directory = self._loader.path_dwim(directory)
+        # The registration id rule (letters, digits, - . _ :) keeps this a plain file name.
+        return os.path.join(directory, params["registration_id"] + ISSUED_CERT_SUFFIX)
+
+    @staticmethod
+    def _read_issued_cert(path: str) -> str | None:
+        try:
+            with open(path, encoding="ascii", errors="replace") as handle:
+                return handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # no copy yet (a directory that cannot be made is said when writing)
+        except OSError as exc:
+            raise PkiError(f"cannot read issued_cert_dir copy {path} on the controller: {exc.strerror}") from None
+
+    @staticmethod
+    def _write_issued_cert(path: str, pem: str) -> None:
+        """Temporary file in the same directory, then rename: a reader never sees half a certificate."""
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+        except OSError as exc:
+            raise PkiError(f"cannot write issued_cert_dir copy {path} on the controller: {exc.strerror}") from None
+        try:
+            with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o644)  # a certificate is public; the directory decides who may list it
+            os.replace(temporary, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise PkiError(f"cannot write issued_cert_dir copy {path} on the controller: {exc.strerror}") from None
 
     def _load_ca(self, params: dict):
         ca_cert = load_certificate(self._controller_file(params["ca_cert_path"], "ca_cert_path"), "ca_cert_path")
@@ -214,6 +263,10 @@ class ActionModule(ActionBase):
             if installed.get("changed"):
                 result["changed"] = True
 
+        issued_path = self._issued_cert_path(params)
+        if issued_path is not None:
+            self._keep_issued_cert(result, issued_path, leaf, bool(reasons), registration_id)
+
         if after_info:
             result.update({key: after_info[key] for key in _INFO_KEYS if key in after_info})
         if self._task.diff and result["changed"]:
@@ -224,6 +277,28 @@ class ActionModule(ActionBase):
                 "after": _describe(after_info),
             }
         return result
+
+    def _keep_issued_cert(self, result: dict, path: str, leaf, reissued: bool, registration_id: str) -> None:
+        """The controller's copy of the certificate the device now holds: written when it differs (never in check
+        mode, where a re-issue means it would differ)."""
+        result["issued_cert_path"] = path
+        try:
+            current = self._read_issued_cert(path)
+            if leaf is None:
+                # Check mode before signing (or no certificate at all): a re-issue would change the copy.
+                result["issued_cert_changed"] = reissued
+            else:
+                pem = certificate_to_pem(leaf)
+                result["issued_cert_changed"] = current != pem
+                if result["issued_cert_changed"] and not self._task.check_mode:
+                    self._write_issued_cert(path, pem)
+        except PkiError as exc:
+            raise AnsibleActionFail(
+                f"{registration_id}: {exc}; the device holds its certificate already - make the directory writable "
+                "(or set issued_cert_dir to another one) and run again"
+            ) from None
+        if result["issued_cert_changed"]:
+            result["changed"] = True
 
     @staticmethod
     def _info_of(pem: str | None) -> dict | None:

@@ -48,7 +48,8 @@ def device_argument_spec() -> dict:
 
 def controller_argument_spec() -> dict:
     """The user options only the controller reads: the CA (its key never leaves the controller), the validity of a
-    new certificate, and the chain above the CA. Never sent to the device."""
+    new certificate, the chain above the CA, and where the controller keeps its copy of the device certificate.
+    Never sent to the device."""
     return {
         "ca_cert_path": {"type": "path", "required": True},
         "ca_key_path": {"type": "path", "required": True},
@@ -57,6 +58,7 @@ def controller_argument_spec() -> dict:
         "renew_before": {"type": "int", "default": 30},
         "ca_chain_paths": {"type": "list", "elements": "path", "default": []},
         "full_chain_include_root": {"type": "bool", "default": True},
+        "issued_cert_dir": {"type": "path"},
     }
 
 

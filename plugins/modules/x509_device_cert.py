@@ -160,10 +160,23 @@ options:
       - Put the root CA certificate at the end of the O(full_chain_path) file, as Azure's guides do.
     type: bool
     default: true
+  issued_cert_dir:
+    description:
+      - A directory B(on the controller) where the controller keeps a copy of the certificate the device holds, as
+        C(<registration_id>.cert.pem) (the leaf only, PEM, mode C(0644); the directory is created if missing).
+      - The copy is written whenever the certificate on the device differs from it - after a (re-)issue, or on the
+        first run with this option - by a temporary file in the same directory renamed over the copy, so a reader
+        never sees half a certificate. Never in check mode; there RV(issued_cert_changed) says whether it would be.
+        Writing it makes the task report a change.
+      - With it, a device can be blocked (C(playbooks/revoke.yml)) or replaced (C(playbooks/replace.yml)) without
+        reaching it, and C(playbooks/fleet_status.yml) reports every device's expiry without device contact.
+      - Not set (the default), no copy is kept. Relative paths are resolved like other controller files.
+    type: path
 notes:
   - The action plugin needs C(cryptography) on the controller too.
   - Only the options the device needs are sent to it; O(ca_cert_path), O(ca_key_path), O(ca_key_passphrase),
-    O(ca_chain_paths), O(valid_days), O(renew_before) and O(full_chain_include_root) stay on the controller.
+    O(ca_chain_paths), O(valid_days), O(renew_before), O(full_chain_include_root) and O(issued_cert_dir) stay on
+    the controller.
 seealso:
   - module: iotfleet.aziot.x509_ca
   - module: iotfleet.aziot.full_chain
@@ -200,6 +213,15 @@ EXAMPLES = r"""
     ca_cert_path: pki/intermediate-ca.cert.pem
     ca_key_path: pki/intermediate-ca.key.pem
     ca_chain_paths: [pki/root-ca.cert.pem]
+
+- name: Keep a copy of every device certificate on the controller (revoke and replace need no device contact)
+  iotfleet.aziot.x509_device_cert:
+    registration_id: "{{ inventory_hostname }}"
+    key_path: /var/aziot/secrets/device-id.key.pem
+    cert_path: /var/aziot/certs/device-id.cert.pem
+    ca_cert_path: pki/intermediate-ca.cert.pem
+    ca_key_path: pki/intermediate-ca.key.pem
+    issued_cert_dir: pki/issued
 
 - name: Move a device from RSA to EC P-256 (replaces the key, keeps a backup)
   iotfleet.aziot.x509_device_cert:
@@ -312,6 +334,15 @@ backup_full_chain:
   description: Name of the backup of the previous full-chain file.
   returned: when O(backup=true) and the full-chain file was replaced
   type: str
+issued_cert_path:
+  description: Path, on the controller, of the copy of the device certificate.
+  returned: when O(issued_cert_dir) is set
+  type: str
+  sample: /srv/pki/issued/182-con.cert.pem
+issued_cert_changed:
+  description: Whether the controller's copy was (or, in check mode, would be) written.
+  returned: when O(issued_cert_dir) is set
+  type: bool
 """
 
 import os

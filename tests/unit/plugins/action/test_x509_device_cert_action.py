@@ -175,3 +175,93 @@ def test_without_cryptography_on_the_controller(controller: Controller, monkeypa
         "iotfleet.aziot.x509_device_cert needs the Python library cryptography on the controller"
     )
     assert controller.sent == []
+
+
+# --- issued_cert_dir: the controller's copy of the certificate the device holds ------------------------------
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary files a write left behind (the copy is written through `.<name>.XXXX` in the same directory)."""
+    return sorted(path.name for path in directory.iterdir() if path.name.startswith("."))
+
+
+def test_issued_copy_is_written_with_the_certificate_and_kept_in_step(controller: Controller, tmp_path: Path) -> None:
+    issued = tmp_path / "controller" / "issued"  # missing: created
+    copy = issued / f"{REG_ID}.cert.pem"
+    check = controller.run(check_mode=True, issued_cert_dir=str(issued))
+    assert (check["changed"], check["issued_cert_changed"], check["issued_cert_path"]) == (True, True, str(copy))
+    assert not issued.exists()  # never in check mode
+
+    first = controller.run(issued_cert_dir=str(issued))
+    assert (first["changed"], first["reissued"], first["issued_cert_changed"]) == (True, True, True)
+    assert copy.read_bytes() == (controller.device / "device.cert.pem").read_bytes()
+    assert oct(copy.stat().st_mode & 0o777) == "0o644" and leftovers(issued) == []
+    assert "issued_cert_dir" not in repr(controller.sent)  # a controller option: the device never sees it
+
+    again = controller.run(issued_cert_dir=str(issued))
+    assert (again["changed"], again["issued_cert_changed"]) == (False, False)
+    assert controller.run(check_mode=True, issued_cert_dir=str(issued))["changed"] is False
+
+    renewed = controller.run(issued_cert_dir=str(issued), renew_before=400)  # inside the window: re-issued
+    assert renewed["reissued"] and renewed["issued_cert_changed"], renewed
+    assert copy.read_bytes() == (controller.device / "device.cert.pem").read_bytes()
+    assert renewed["sha256_thumbprint"] != first["sha256_thumbprint"]
+
+
+def test_issued_copy_of_a_device_that_already_has_its_certificate(controller: Controller, tmp_path: Path) -> None:
+    """Turning the option on for a provisioned fleet: the copy is written without re-issuing anything."""
+    controller.run()
+    issued = tmp_path / "issued"
+    check = controller.run(check_mode=True, issued_cert_dir=str(issued))
+    assert (check["changed"], check["reissued"], check["issued_cert_changed"]) == (True, False, True)
+    assert not issued.exists()
+    result = controller.run(issued_cert_dir=str(issued))
+    assert (result["changed"], result["reissued"], result["issued_cert_changed"]) == (True, False, True)
+    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT]  # nothing sent back to the device
+    assert (issued / f"{REG_ID}.cert.pem").read_bytes() == (controller.device / "device.cert.pem").read_bytes()
+
+
+def test_a_stale_issued_copy_is_replaced(controller: Controller, tmp_path: Path) -> None:
+    """The copy holds another certificate (a replaced device's, say): the device's own one wins."""
+    issued = tmp_path / "issued"
+    issued.mkdir()
+    copy = issued / f"{REG_ID}.cert.pem"
+    copy.write_bytes(controller.pki.device("old-hardware").issued.pem)
+    result = controller.run(issued_cert_dir=str(issued))
+    assert result["issued_cert_changed"] is True
+    assert copy.read_bytes() == (controller.device / "device.cert.pem").read_bytes()
+
+
+def test_issued_copy_relative_to_the_playbook(controller: Controller) -> None:
+    result = controller.run(issued_cert_dir="issued")  # resolved on the controller, like ca_cert_path
+    assert result["issued_cert_path"] == str(controller.pki.directory / "issued" / f"{REG_ID}.cert.pem")
+    assert (controller.pki.directory / "issued" / f"{REG_ID}.cert.pem").is_file()
+
+
+def test_issued_copy_that_cannot_be_written_fails_in_one_line(controller: Controller, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the directory should be\n")
+    result = controller.run(issued_cert_dir=str(blocker / "issued"))
+    assert result["failed"], result
+    assert result["msg"].startswith(f"{REG_ID}: cannot write issued_cert_dir copy {blocker}/issued/{REG_ID}.cert.pem")
+    assert "set issued_cert_dir to another one" in result["msg"] and "\n" not in result["msg"]
+    # The device got its certificate; the next run writes the copy once the directory is fixed.
+    assert (controller.device / "device.cert.pem").is_file()
+    blocker.unlink()
+    fixed = controller.run(issued_cert_dir=str(blocker / "issued"))
+    assert (fixed["reissued"], fixed["issued_cert_changed"]) == (False, True)
+
+
+def test_a_failed_rename_leaves_the_old_copy_whole(controller: Controller, tmp_path: Path, monkeypatch) -> None:
+    issued = tmp_path / "issued"
+    controller.run(issued_cert_dir=str(issued))
+    copy = issued / f"{REG_ID}.cert.pem"
+    before = copy.read_bytes()
+
+    def refuse(_source, _target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(action.os, "replace", refuse)
+    result = controller.run(issued_cert_dir=str(issued), renew_before=400)
+    assert result["failed"] and "No space left on device" in result["msg"], result
+    assert copy.read_bytes() == before and leftovers(issued) == []
