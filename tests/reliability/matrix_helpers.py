@@ -20,12 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.emulator import fleet_config
-from tests.support.paths import BIN, REPO_ROOT
 from tests.support.pki import Pki
-from tests.support.playbook import clean_env
-
-# test_fleet.py imports these from here
-__all__ = ["BIN", "REPO_ROOT", "Pki", "clean_env"]
 
 AUDIT_HOOK = Path(__file__).resolve().parent / "hooks" / "audit"
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import socket
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,14 +29,10 @@ import pytest
 import yaml
 from matrix_helpers import (
     AUDIT_HOOK,
-    BIN,
     GROUP_KEY,
     HUB,
     ID_SCOPE,
-    REPO_ROOT,
-    Pki,
     assert_no_secret,
-    clean_env,
     derived_key,
     device_interpreter,
     output_and_files,
@@ -47,14 +41,13 @@ from matrix_helpers import (
     sas_signatures,
 )
 
+from tests.support.paths import BIN, REPO_ROOT
+from tests.support.pki import Pki
+from tests.support.playbook import PlaybookRun, clean_env, run_playbook
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the roles give device files to root (run as root)")
 
 PROVISION = REPO_ROOT / "playbooks" / "provision.yml"
-RECAP_RE = re.compile(
-    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+"
-    r"failed=(?P<failed>\d+)",
-    re.MULTILINE,
-)
 
 
 def closed_port() -> int:
@@ -93,6 +86,8 @@ class Fleet:
             "dps_registration_client_cert": "{{ device_identity_full_chain_path }}",
             "dps_registration_client_key": "{{ device_identity_key_path }}",
             "dps_registration_timeout": 30,
+            # The session emulator's enrollment groups come from its configuration, not from provision.yml.
+            "provision_dps_enrollments": False,
         }
         self.open_logs = work / "open-logs"
         self.open_logs.mkdir(exist_ok=True)
@@ -115,31 +110,15 @@ class Fleet:
         inventory = {"pis": {"hosts": hosts, "vars": self.group_vars}}
         self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
 
-    def provision(self, *args: str, forks: int = 10, env: dict | None = None) -> ProvisionRun:
+    def provision(self, verbosity: int = 0, forks: int = 10, env: dict | None = None) -> PlaybookRun:
         self.write()
-        command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "-f", str(forks), str(PROVISION), *args]
-        process = subprocess.run(
-            command, cwd=REPO_ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=900, check=False
+        return run_playbook(
+            self.work, PROVISION, inventory=self.inventory, forks=forks, verbosity=verbosity, env=env, name="provision"
         )
-        return ProvisionRun(process)
 
 
-class ProvisionRun:
-    def __init__(self, process: subprocess.CompletedProcess) -> None:
-        self.returncode = process.returncode
-        self.stdout = process.stdout
-        self.stderr = process.stderr
-        recap = self.stdout[self.stdout.rfind("PLAY RECAP") :]
-        self.recap = {
-            match["host"]: {key: int(match[key]) for key in ("ok", "changed", "unreachable", "failed")}
-            for match in RECAP_RE.finditer(recap)
-        }
-
-    def output(self) -> str:
-        return self.stdout[-8000:] + self.stderr[-3000:]
-
-    def changed_hosts(self) -> set[str]:
-        return {host for host, counts in self.recap.items() if counts["changed"]}
+def changed_hosts(run: PlaybookRun) -> set[str]:
+    return {host for host, counts in run.recap.items() if counts["changed"]}
 
 
 def fleet_devices(emulator, prefix: str) -> dict[str, dict]:
@@ -182,9 +161,9 @@ def test_unreachable_and_failing_devices_among_many(emulator, pki: Pki, tmp_path
     fleet.hosts[offline] = {}
     second = fleet.provision()
     assert second.returncode == 0, second.output()
-    assert second.changed_hosts() == {offline, failing}, second.recap
+    assert changed_hosts(second) == {offline, failing}, second.recap
     third = fleet.provision()
-    assert third.returncode == 0 and not third.changed_hosts(), third.recap
+    assert third.returncode == 0 and not changed_hosts(third), third.recap
     devices = fleet_devices(emulator, "fl-dev-")
     assert sorted(devices) == hosts, sorted(devices)
     for host, device in devices.items():
@@ -227,7 +206,7 @@ def test_150_devices_register_at_once_with_random_faults(emulator, pki: Pki, tmp
         "fleet": {
             "hosts": {
                 host: (
-                    {"client_cert": x509[host]["chain"], "client_key": x509[host]["key"]}
+                    {"client_cert": x509[host].chain_file, "client_key": x509[host].key_file}
                     if host in x509
                     else {"device_key": derived_key(GROUP_KEY, host)}
                 )
@@ -280,22 +259,17 @@ def test_150_devices_register_at_once_with_random_faults(emulator, pki: Pki, tmp
     ]
     (tmp_path / "register.yml").write_text(yaml.safe_dump(playbook, sort_keys=False), encoding="utf-8")
 
-    def run(outcome_file: str) -> tuple[ProvisionRun, dict]:
-        command = [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "inventory.yml"),
-            "-f",
-            "150",
-            "-e",
-            f"outcome_file={outcome_file}",
-            str(tmp_path / "register.yml"),
-        ]
-        process = subprocess.run(
-            command, cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=900, check=False
+    def run(outcome_file: str) -> tuple[PlaybookRun, dict]:
+        played = run_playbook(
+            tmp_path,
+            tmp_path / "register.yml",
+            {"outcome_file": outcome_file},
+            inventory=tmp_path / "inventory.yml",
+            forks=150,
+            name=outcome_file,
         )
         path = tmp_path / outcome_file
-        return ProvisionRun(process), (json.loads(path.read_text()) if path.exists() else {})
+        return played, (json.loads(path.read_text()) if path.exists() else {})
 
     faults, drawn = random_faults(rng, hosts)
     emulator.set_faults(faults)
@@ -318,7 +292,7 @@ def test_150_devices_register_at_once_with_random_faults(emulator, pki: Pki, tmp
     print(f"150 devices with random faults (seed {seed}): {elapsed:.0f} s, {dict(sorted(_count(drawn).items()))}")
 
     second, outcomes = run("second.json")
-    assert second.returncode == 0 and not second.changed_hosts(), second.output()
+    assert second.returncode == 0 and not changed_hosts(second), second.output()
     assert all(outcome["status"] == "assigned" and not outcome["changed"] for outcome in outcomes.values())
     assert all(device["registrationCount"] == 1 for device in fleet_devices(emulator, "fl-load-").values())
 
@@ -340,7 +314,8 @@ def test_whole_provisioning_at_vvv_leaks_nothing_and_ca_key_stays_home(emulator,
     }
     controller_log = tmp_path / "controller-open.log"
     started = time.time()
-    run = fleet.provision("-vvv", env=clean_env(PYTHONPATH=str(AUDIT_HOOK), RELIABILITY_OPEN_LOG=str(controller_log)))
+    env = clean_env(PYTHONPATH=str(AUDIT_HOOK), RELIABILITY_OPEN_LOG=str(controller_log))
+    run = fleet.provision(verbosity=3, env=env)
     finished = time.time()
     assert run.returncode == 0, run.output()
     assert sorted(fleet_devices(emulator, "fl-sec-")) == hosts
