@@ -25,7 +25,7 @@ description:
     C(intermediate-ca.cert.pem)), and C(verification.cert.pem).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - action_common_attributes.files
+  - iotfleet.aziot.atomic_write
   - iotfleet.aziot.cryptography
   - iotfleet.aziot.key_type
 attributes:
@@ -35,10 +35,6 @@ attributes:
     support: none
   platform:
     platforms: posix
-  safe_file_operations:
-    support: full
-  vault:
-    support: none
 options:
   path:
     description:
@@ -100,8 +96,7 @@ options:
 notes:
   - Existing CA files are checked (key matches certificate, intermediate signed by root, not expired); a problem
     fails the task with the file named and nothing is overwritten.
-  - Files are written atomically (temporary file in the same directory, then rename); keys C(0600), certificates
-    C(0644).
+  - Keys are written C(0600), certificates C(0644).
 seealso:
   - module: iotfleet.aziot.x509_device_cert
 """
