@@ -81,7 +81,7 @@ def _fix_hint(directory: str) -> str:
 
 def _remove_stale_temporaries(directory: str, name: str) -> None:
     """Remove the temporary files of `name` a killed earlier run left behind (they may hold a private key)."""
-    pattern = re.compile(r"\.%s\.[A-Za-z0-9_]{8}\.tmp\Z" % re.escape(name))
+    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp\Z")
     try:
         entries = os.listdir(directory)
     except OSError:
