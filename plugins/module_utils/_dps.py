@@ -435,6 +435,20 @@ class RetryingClient:
     def retries(self) -> int:
         return self.retry.retries
 
+    def refused(self, response: Response, what: str, kind: type = DpsError, **extra: t.Any) -> DpsError:
+        """The error for an answer that refused `what` was asked: '<subject>: <what> failed: HTTP <status>
+        (<errorCode>): <message>', with DPS's fields; `kind` and `extra` for a client's own error type."""
+        error_code, message, tracking_id = error_fields(response)
+        code = f" ({error_code})" if error_code is not None else ""
+        return kind(
+            f"{self.retry.subject}: {what} failed: HTTP {response.status}{code}: {message}",
+            status=response.status,
+            error_code=error_code,
+            tracking_id=tracking_id,
+            detail=message,
+            **extra,
+        )
+
 
 def error_fields(response: Response) -> tuple[int | None, str, str | None]:
     """(errorCode, message, trackingId) of a DPS error answer; the message falls back to the raw body."""
@@ -556,24 +570,13 @@ class DpsClient(RetryingClient):
         action = {"": "status lookup", "/register": "register"}.get(suffix, "operation status")
         return self.retry.send(method, self._url(suffix), data, self._headers, action)
 
-    def _error(self, response: Response, action: str) -> DpsError:
-        error_code, message, tracking_id = error_fields(response)
-        code = f" ({error_code})" if error_code is not None else ""
-        return DpsError(
-            f"{self.registration_id}: {action} failed: HTTP {response.status}{code}: {message}",
-            status=response.status,
-            error_code=error_code,
-            tracking_id=tracking_id,
-            detail=message,
-        )
-
     def status_lookup(self) -> dict | None:
         """The device's registration state (DeviceRegistrationResult), or None when DPS has no registration."""
         response = self.request("POST", "", {"registrationId": self.registration_id})
         if response.status == 404:
             return None
         if response.status != 200 or not isinstance(response.json, dict):
-            raise self._error(response, "status lookup")
+            raise self.refused(response, "status lookup")
         return response.json
 
     def register(self, payload: dict | None = None) -> dict:
@@ -583,7 +586,7 @@ class DpsClient(RetryingClient):
             body["payload"] = payload
         response = self.request("PUT", "/register", body)
         if response.status not in (200, 202) or not isinstance(response.json, dict):
-            raise self._error(response, "register")
+            raise self.refused(response, "register")
         operation = response.json
         while True:
             status = operation.get("status")
@@ -604,7 +607,7 @@ class DpsClient(RetryingClient):
             self.retry.wait(delay, f"operation {operation_id} still {status}")
             response = self.request("GET", f"/operations/{urllib.parse.quote(operation_id, safe='')}")
             if response.status not in (200, 202) or not isinstance(response.json, dict):
-                raise self._error(response, "operation status")
+                raise self.refused(response, "operation status")
             previous_id = operation_id
             operation = response.json
             operation.setdefault("operationId", previous_id)

@@ -24,7 +24,6 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     Transport,
     check_connection_options,
     decode_key,
-    error_fields,
     fail_with_counts,
     split_provisioning_host,
     urls_transport,
@@ -356,17 +355,9 @@ class DpsServiceClient(RetryingClient):
         return response
 
     def error(self, response: Response, action: str, permission: str, kind: type = ServiceError) -> ServiceError:
-        error_code, message, tracking_id = error_fields(response)
-        code = f" ({error_code})" if error_code is not None else ""
-        return kind(
-            f"{self.retry.subject}: {action} failed: HTTP {response.status}{code}: {message}",
-            status=response.status,
-            error_code=error_code,
-            tracking_id=tracking_id,
-            detail=message,
-            action=action,
-            permission=permission,
-            authenticated=self.authenticated,
+        """ServiceError (or `kind`) for an answer that refused `action`, with the permission it needs."""
+        return self.refused(
+            response, action, kind, action=action, permission=permission, authenticated=self.authenticated
         )
 
     def _read_permission(self, collection: str) -> str:
