@@ -146,3 +146,21 @@ def test_duplicate_across_slices_passes_each_slice_and_validate_yml_catches_it(l
     )
     assert not (tmp_path / "devices" / "dup-dev-1").exists()
     assert set(checked.recap) == {"localhost"}, checked.recap
+
+
+def test_enrollment_group_disagreement_across_slices_fails_validate_yml(lab_ca: Path, tmp_path: Path) -> None:
+    """Each slice derives an enrollment group's settings from its own devices: a device whose tags differ from its
+    group's passes a slice without its peers, then every run rewrites the group. validate.yml sees all of them."""
+    hosts = [f"tag-dev-{index}" for index in range(1, 5)]
+    fleet = SimulatedFleet(tmp_path, hosts, None, lab_ca)
+    fleet.group_vars["site"] = "plant-1"
+    fleet.host_vars["tag-dev-4"] = {"site": "plant-2"}
+    env = ansible_env(ANSIBLE_CONFIG)
+    checked = run([str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(VALIDATE)], env, REPO_ROOT)
+    assert checked.returncode != 0, checked.output()
+    assert "enrollment group 'fleet': tag-dev-1 and tag-dev-4 disagree on the tags" in checked.stdout, checked.output()
+
+    fleet.host_vars["tag-dev-4"] = {}
+    agreed = run([str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(VALIDATE)], env, REPO_ROOT)
+    assert agreed.returncode == 0, agreed.output()
+    assert "1 enrollment group(s): fleet: 4 devices" in agreed.stdout, agreed.output()
