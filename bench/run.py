@@ -190,9 +190,9 @@ def loadavg() -> list[float]:
 # --- fleet setup -------------------------------------------------------------------------------------------
 
 
-def host_names(size: int) -> list[str]:
+def host_names(size: int, prefix: str = "bench-dev-") -> list[str]:
     width = max(4, len(str(size)))
-    return [f"bench-dev-{index:0{width}d}" for index in range(1, size + 1)]
+    return [f"{prefix}{index:0{width}d}" for index in range(1, size + 1)]
 
 
 def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str, ssh_dir: Path | None = None) -> None:
@@ -230,7 +230,7 @@ def write_inventory(path: Path, hosts: list[str], devices_dir: Path, target: str
 # --- container targets (podman connection or SSH) -------------------------------------------------------------
 
 PODMAN_ROOT = Path("/bench")  # inside each container: /bench/A, /bench/B, /bench/C
-SSH_BASE_PORT = 2400  # --target ssh: device N listens on 127.0.0.1:SSH_BASE_PORT+N
+SSH_BASE_PORT = 2400  # --target ssh: device N listens on 127.0.0.1:SSH_BASE_PORT+N (--ssh-base-port)
 
 
 def containers_for(hosts: list[str], image: str = "bookworm-amd64-prepared") -> list[Device]:
@@ -488,7 +488,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         shutil.rmtree(cell_dir)
     cell_dir.mkdir(parents=True)
     env = ansible_env(args.forks, args.profile)
-    hosts = host_names(size)
+    hosts = host_names(size, args.name_prefix)
     ca_dir = cell_dir / "ca"
     make_ca(ca_dir, key_type, env)
     inventories = {}
@@ -931,6 +931,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="localhost/iotfleet-debian:bookworm-amd64-prepared",
         help="container image for --target podman/ssh (make images builds it)",
     )
+    parser.add_argument(
+        "--name-prefix",
+        default="bench-dev-",
+        help="host (and container) names: PREFIX0001... (default bench-dev-); another prefix and --ssh-base-port "
+        "keep a container run apart from one running at the same time",
+    )
+    parser.add_argument(
+        "--ssh-base-port",
+        type=int,
+        default=SSH_BASE_PORT,
+        help=f"--target ssh: device N listens on 127.0.0.1:PORT+N (default {SSH_BASE_PORT})",
+    )
     parser.add_argument("--profile", action="store_true", help="enable ansible.posix.profile_tasks for B and C")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "bench", help="scratch directory")
@@ -1007,6 +1019,8 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(report(merge_results(runs) if len(runs) > 1 else runs[0]))
         return 0
     args = parse_args(argv)
+    global SSH_BASE_PORT  # containers_for() and write_inventory() read it
+    SSH_BASE_PORT = args.ssh_base_port
     started = dt.datetime.now(dt.UTC)
     out = args.out or BENCH_DIR / "results" / f"{started:%Y%m%dT%H%M%SZ}.json"
     results: dict[str, Any] = {
