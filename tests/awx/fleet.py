@@ -90,14 +90,8 @@ class SimulatedFleet:
         self.inventory = work / "inventory.yml"
         self.pki_dir = pki_dir
         self.host_vars: dict[str, dict] = {host: {} for host in self.hosts}
-        self.all_vars = {
-            # ca.yml (on localhost) and provision.yml's pki check read these.
-            "pki_dir": str(pki_dir),
-            "pki_key_type": "ec-p256",
-            "pki_root_cert_path": str(pki_dir / "root-ca.cert.pem"),
-            "pki_ca_cert_path": str(pki_dir / "intermediate-ca.cert.pem"),
-            "pki_ca_key_path": str(pki_dir / "intermediate-ca.key.pem"),
-        }
+        # ca.yml (on localhost) makes the lab CA here; device_identity's controller copies go to pki_dir/issued.
+        self.all_vars = {"pki_dir": str(pki_dir), "pki_key_type": "ec-p256"}
         self.group_vars = {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
@@ -105,9 +99,10 @@ class SimulatedFleet:
             "device_identity_install_dependencies": False,
             "device_identity_cert_dir": "{{ device_root }}/var/aziot/certs",
             "device_identity_secrets_dir": "{{ device_root }}/var/aziot/secrets",
-            "device_identity_ca_cert_path": "{{ pki_ca_cert_path }}",
-            "device_identity_ca_key_path": "{{ pki_ca_key_path }}",
-            "device_identity_root_cert_path": "{{ pki_root_cert_path }}",
+            # The CA ca.yml made; provision.yml's pki check looks for these files.
+            "device_identity_ca_cert_path": str(pki_dir / "intermediate-ca.cert.pem"),
+            "device_identity_ca_key_path": str(pki_dir / "intermediate-ca.key.pem"),
+            "device_identity_root_cert_path": str(pki_dir / "root-ca.cert.pem"),
             # The registration id is the certificate CN (as inventory/example sets it).
             "dps_registration_registration_id": "{{ device_identity_registration_id | default(inventory_hostname) }}",
             "dps_registration_id_scope": ID_SCOPE,
@@ -215,11 +210,11 @@ def run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 900) -
     return run_concurrently([argv], env, cwd, timeout)[0]
 
 
-def tree_digest(directory: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under `directory`."""
+def files_digest(directory: Path) -> dict[str, str]:
+    """name -> sha256 of every file directly in `directory` (the CA files of a pki_dir, not its issued/ copies)."""
     return {
-        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*"))
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
         if path.is_file()
     }
 

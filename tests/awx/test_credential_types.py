@@ -23,9 +23,6 @@ CREDENTIAL_TYPES = load_credential_types()
 # What each credential type must bring, in the roles' variable names (issue 16, docs/awx.md).
 EXPECTED_EXTRA_VARS = {
     "iotfleet_device_ca.yml": {
-        "pki_root_cert_path",
-        "pki_ca_cert_path",
-        "pki_ca_key_path",
         "pki_passphrase",
         "device_identity_root_cert_path",
         "device_identity_ca_cert_path",
@@ -110,18 +107,16 @@ def test_injected_extra_vars_are_role_variables(name: str, sample_inputs: dict, 
                 assert spec.get("no_log") is True, f"{role}: {variable} carries a secret but is not no_log"
 
 
-def test_ca_files_are_written_and_named_for_both_roles(sample_inputs: dict, tmp_path: Path) -> None:
-    """The CA credential writes each PEM to its own file in the job's private data directory; the pki role (which
-    checks them) and the device_identity role (which signs with them) get the same paths, inside the EE."""
+def test_ca_files_are_written_and_named_for_device_identity(sample_inputs: dict, tmp_path: Path) -> None:
+    """The CA credential writes each PEM to its own file in the job's private data directory; the device_identity
+    role (which signs with them, and whose paths the pki check reads) gets their paths inside the EE."""
     inputs = sample_inputs["iotfleet_device_ca.yml"]
     injected = inject(CREDENTIAL_TYPES["iotfleet_device_ca.yml"], inputs, tmp_path)
     on_host = {f"{CONTAINER_ROOT}/{path.relative_to(tmp_path)}": content for path, content in injected.files.items()}
     extra = injected.extra_vars
-    assert on_host[extra["pki_root_cert_path"]] == inputs["root_cert"]
-    assert on_host[extra["pki_ca_cert_path"]] == inputs["ca_cert"]
-    assert on_host[extra["pki_ca_key_path"]] == inputs["ca_key"]
-    for what in ("root_cert", "ca_cert", "ca_key"):
-        assert extra[f"pki_{what}_path"] == extra[f"device_identity_{what}_path"]
+    assert on_host[extra["device_identity_root_cert_path"]] == inputs["root_cert"]
+    assert on_host[extra["device_identity_ca_cert_path"]] == inputs["ca_cert"]
+    assert on_host[extra["device_identity_ca_key_path"]] == inputs["ca_key"]
     assert extra["pki_passphrase"] == extra["device_identity_ca_key_passphrase"] == inputs["ca_key_passphrase"]
     for path in injected.files:
         assert path.parent == tmp_path / "env" and (path.stat().st_mode & 0o007) == 0, path

@@ -45,6 +45,10 @@ pytestmark = [
 
 DEVICES = [Device("awx-ee-dev-1", 2261, "bookworm-amd64-prepared"), Device("awx-ee-dev-2", 2262, "bookworm-amd64")]
 PLAYBOOK = "iotfleet.aziot.provision"
+# The controller's copies of the issued device certificates (device_identity_issued_dir) must outlive a job: an
+# EE's files and the private data directory are gone when it ends. AWX mounts such a path into every job's
+# container ("Paths to expose to isolated jobs"); here ansible-runner's --container-volume-mount does it.
+ISSUED_IN_EE = "/var/lib/iotfleet/issued"
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +120,7 @@ def write_private_data_dir(pdd: Path, ssh_dir: Path, ca_pki: Path, emulator) -> 
                 "dps_registration_provisioning_host": f"{emulator.host}:{emulator.port}",
                 "dps_registration_server_ca_src": "/runner/env/dps-server-ca.pem",
                 "dps_enrollment_ca_path": "/runner/env/dps-server-ca.pem",
+                "device_identity_issued_dir": ISSUED_IN_EE,
             },
         }
     }
@@ -124,7 +129,7 @@ def write_private_data_dir(pdd: Path, ssh_dir: Path, ca_pki: Path, emulator) -> 
     # belongs to root on this rootful-podman host.
 
 
-def run_job(pdd: Path, ident: str) -> tuple[str, dict[str, dict[str, int]], float]:
+def run_job(pdd: Path, ident: str, issued: Path) -> tuple[str, dict[str, dict[str, int]], float]:
     """ansible-runner with process isolation in the EE: (status, recap per host from the job events, seconds)."""
     argv = [
         str(BIN / "ansible-runner"),
@@ -141,6 +146,8 @@ def run_job(pdd: Path, ident: str) -> tuple[str, dict[str, dict[str, int]], floa
         ee.EE_IMAGE,
         "--container-option=--network=host",
         "--container-option=--user=root",
+        "--container-volume-mount",
+        f"{issued}:{ISSUED_IN_EE}:Z",
     ]
     started = time.monotonic()
     result = subprocess.run(argv, capture_output=True, text=True, env=ee.podman_env(), timeout=600, check=False)
@@ -180,14 +187,18 @@ def test_provision_runs_in_the_ee_with_ansible_runner(ee_image: dict, tmp_path: 
         pdd = tmp_path / "job"
         write_private_data_dir(pdd, ssh_dir, pki, emulator)
 
-        _, first, first_s = run_job(pdd, "first")
+        issued = tmp_path / "issued"
+        issued.mkdir()
+        _, first, first_s = run_job(pdd, "first", issued)
         assert set(first) >= set(names), first
         assert all(first[name].get("changed", 0) > 0 and not first[name].get("failures") for name in names), first
         devices = registered(emulator, "awx-ee-dev-")
         assert sorted(devices) == names, devices
         assert all(device["assignedHub"] == HUB and device["registrationCount"] == 1 for device in devices.values())
 
-        _, second, second_s = run_job(pdd, "second")
+        # The controller kept its copy of each device's certificate outside the job's container.
+        assert sorted(path.name for path in issued.iterdir()) == [f"{name}.cert.pem" for name in names]
+        _, second, second_s = run_job(pdd, "second", issued)
         assert all(not second[name].get("changed") for name in names), second
         total = time.monotonic() - started
         print(

@@ -26,11 +26,11 @@ from tests.awx.fleet import (
     SimulatedFleet,
     ansible_env,
     emulator_config,
+    files_digest,
     registered,
     run,
     run_concurrently,
     slices,
-    tree_digest,
 )
 from tests.support.paths import ANSIBLE_CONFIG, BIN, REPO_ROOT
 
@@ -66,7 +66,7 @@ def slice_commands(inventory: Path, parts: list[list[str]], work: Path, *extra: 
 
 
 def test_four_slices_assign_every_device_once_with_one_ca(lab_ca: Path, dps_emulator_factory, tmp_path: Path) -> None:
-    ca_before = tree_digest(lab_ca)
+    ca_before = files_digest(lab_ca)
     emulator = dps_emulator_factory(emulator_config(lab_ca / "intermediate-ca.cert.pem"), name="slices")
     hosts = [f"{PREFIX}{index:03d}" for index in range(1, DEVICES + 1)]
     fleet = SimulatedFleet(tmp_path, hosts, emulator, lab_ca)
@@ -91,9 +91,10 @@ def test_four_slices_assign_every_device_once_with_one_ca(lab_ca: Path, dps_emul
     for host, device in devices.items():
         assert device["registrationCount"] == 1 and device["assignedHub"] == HUB, (host, device)
 
-    # One CA: ca.yml's files are untouched (no slice made or rewrote one), and every chain is leaf -> that issuing CA
-    # -> that root.
-    assert tree_digest(lab_ca) == ca_before
+    # One CA: ca.yml's files are untouched (no slice made or rewrote one; the controller's copies of the device
+    # certificates go to pki_dir/issued), and every chain is leaf -> that issuing CA -> that root.
+    assert files_digest(lab_ca) == ca_before
+    assert sorted(path.name for path in (lab_ca / "issued").iterdir()) == [f"{host}.cert.pem" for host in hosts]
     root_pem = (lab_ca / "root-ca.cert.pem").read_bytes()
     intermediate_pem = (lab_ca / "intermediate-ca.cert.pem").read_bytes()
     for host in hosts:
