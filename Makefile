@@ -74,6 +74,12 @@ integration: venv
 reliability: venv
 	pytest -q tests/reliability $(PYTEST_ARGS)
 
+# Day two (docs/fleet.md "Day two"): renew, replace, CA rollover and the fleet report, end to end on a simulated fleet
+# against the DPS emulator.
+.PHONY: daytwo
+daytwo: venv
+	pytest -q tests/daytwo $(PYTEST_ARGS)
+
 # Container targets (DESIGN.md §7): host packages, then locally built Debian 12 and 13 device images (amd64 and
 # emulated arm64), reached over SSH as pi with sudo. Both steps skip what is already there.
 images:
@@ -87,7 +93,7 @@ containers: venv images
 molecule: venv images
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
-test: lint sanity unit integration reliability bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
+test: lint sanity unit integration reliability daytwo bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
 	@echo "make test: all suites passed"
 
 # AWX / Automation Platform (issue 16, docs/awx.md): the built tarball installed offline and run from the install,
