@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -130,6 +131,34 @@ def test_renew_stops_after_a_failing_batch(fleet: SimulatedFleet, tmp_path: Path
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
     # The second batch never ran: dt-renew-2 is neither renewed nor "outside the window".
     assert (summary["failed"], summary["renewed"], summary["not_due"]) == (["dt-renew-1"], [], []), summary
+
+
+def test_a_users_handler_hears_of_a_new_identity(fleet: SimulatedFleet, tmp_path: Path) -> None:
+    """A device without IoT Edge: the user's own handler listens to the topic device_identity notifies - and is not
+    called when nothing changed."""
+    heard = tmp_path / "heard"
+    playbook = tmp_path / "app.yml"
+    play = {
+        "name": "My application on the device identity",
+        "hosts": "dt-renew-2",
+        "gather_facts": False,
+        "roles": ["iotfleet.aziot.device_identity"],
+        "handlers": [
+            {
+                "name": "Restart my application",
+                "ansible.builtin.lineinfile": {"path": str(heard), "line": "{{ inventory_hostname }}", "create": True},
+                "listen": "iotfleet device identity changed",
+            }
+        ],
+    }
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False), encoding="utf-8")
+    unchanged = fleet.playbook(playbook)
+    assert unchanged.returncode == 0 and changed_hosts(unchanged) == set(), unchanged.output()
+    assert not heard.exists()
+    renewed = fleet.playbook(playbook, extra_vars={"device_identity_renew_before": 400})
+    assert renewed.returncode == 0, renewed.output()
+    assert heard.read_text(encoding="utf-8") == "dt-renew-2\n"
+    assert "RUNNING HANDLER [Restart my application]" in renewed.stdout
 
 
 # --- replace.yml ----------------------------------------------------------------------------------------------------

@@ -105,9 +105,9 @@ class SimulatedFleet:
         return self.inventory
 
     def playbook(
-        self, name: str, *args: str, extra_vars: dict | None = None, forks: int = 10, timeout: int = 600
+        self, name: str | Path, *args: str, extra_vars: dict | None = None, forks: int = 10, timeout: int = 600
     ) -> PlaybookRun:
-        """ansible-playbook playbooks/<name> on the fleet's inventory (args: -l HOST, --check, ...)."""
+        """ansible-playbook playbooks/<name> (or a playbook file) on the fleet's inventory (args: -l HOST, --check)."""
         self.write()
         self.runs += 1
         command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "-f", str(forks)]
@@ -115,7 +115,7 @@ class SimulatedFleet:
             vars_path = self.work / f"run-{self.runs}.vars.json"
             vars_path.write_text(json.dumps(extra_vars), encoding="utf-8")
             command += ["-e", f"@{vars_path}"]
-        command += [*args, str(PLAYBOOKS / name)]
+        command += [*args, str(name if isinstance(name, Path) else PLAYBOOKS / name)]
         process = subprocess.run(
             command, cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True, timeout=timeout, check=False
         )
