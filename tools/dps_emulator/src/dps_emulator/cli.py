@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,19 +16,12 @@ from OpenSSL import SSL
 
 from .app import Emulator
 from .config import ConfigError, load_config
+from .files import write_json_atomic
 from .pki import ensure_server_identity
 from .state import StateError, device_list, load_state
 from .transport import Server, make_context
 
 ENDPOINT_FILE = "endpoint.json"
-
-
-def _write_json_atomic(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def _url_host(host: str) -> str:
@@ -69,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     url = f"https://{_url_host(args.host)}:{server.port}"
-    _write_json_atomic(
+    write_json_atomic(
         endpoint_path,
         {"host": args.host, "port": server.port, "url": url, "ca_cert": str(ca_file), "pid": os.getpid()},
     )

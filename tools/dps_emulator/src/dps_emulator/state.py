@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .files import write_json_atomic
 
 STATE_FILE = "registrations.json"
 
@@ -97,19 +97,7 @@ class RegistrationStore:
             return copy.deepcopy(self.devices)
 
     def _save(self) -> None:
-        data = json.dumps(
-            {"version": 2, "registrations": self.records, "devices": self.devices}, indent=2, sort_keys=True
-        )
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(self.path, {"version": 2, "registrations": self.records, "devices": self.devices})
 
 
 def _device_from_record(registration_id: str, record: dict[str, Any]) -> dict[str, Any] | None:

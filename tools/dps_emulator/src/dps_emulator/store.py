@@ -13,8 +13,6 @@ import base64
 import copy
 import json
 import logging
-import os
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from .enrollments import (
     compile_record,
     normalize,
 )
+from .files import write_json_atomic
 from .pki import iso_utc, utcnow
 from .state import StateError
 from .wire import (
@@ -137,17 +136,7 @@ class EnrollmentStore:
             self.records[kind] = {key.lower(): entry for key, entry in data[kind].items()}
 
     def _save(self) -> None:
-        data = json.dumps({"version": 1, **self.records}, indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600: keys
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(self.path, {"version": 1, **self.records})  # 0600: the records hold keys
 
     def _write(self, kind: str, record: dict[str, Any], stored: dict[str, Any] | None, seed: str | None) -> None:
         now = iso_utc(utcnow())
