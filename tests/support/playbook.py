@@ -6,7 +6,8 @@
 
 Tasks run on localhost (local connection, this interpreter) unless an inventory is given; every `register:` name of
 the generated play comes back in `.results` (None when skipped), written as JSON by a last task. A playbook file runs
-as it is. `.recap` is the PLAY RECAP per host.
+as it is. `.recap` is the PLAY RECAP per host. `run_ansible` runs any Ansible command line (ansible-galaxy,
+ansible-doc, an ansible-playbook put together by the test) the same way; `clean_env` is the environment of all of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -29,34 +31,61 @@ RECAP_RE = re.compile(
 )
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without proxies (the emulator is local), with the repository's ansible.cfg and venv."""
+def clean_env(config: Path = ANSIBLE_CONFIG, collections_path: Path | None = None, **extra: str) -> dict[str, str]:
+    """This environment without proxies (the emulator is local) and without its own ANSIBLE_* settings: a run is
+    configured by `config` (default: the repository's ansible.cfg) and `extra` alone; the venv first on PATH.
+    `collections_path`: the only place Ansible looks for collections (not the checkout's .collections, nor the
+    collections of the `ansible` package)."""
     env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    env = {key: value for key, value in env.items() if not key.startswith("ANSIBLE_")}
     env.update(
-        ANSIBLE_CONFIG=str(ANSIBLE_CONFIG),
+        ANSIBLE_CONFIG=str(config),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
+    if collections_path is not None:
+        env.update(ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False")
     env.update(extra)
     return env
 
 
 class PlaybookRun:
-    def __init__(self, process: subprocess.CompletedProcess, results: dict) -> None:
+    """What an Ansible command printed and returned; for ansible-playbook also the PLAY RECAP per host (`.recap`)
+    and, from run_playbook, the registered results. `wall_s`: seconds from its start to its end."""
+
+    def __init__(self, process: subprocess.CompletedProcess, results: dict | None = None, wall_s: float = 0.0) -> None:
+        self.argv = [str(arg) for arg in process.args]
         self.returncode = process.returncode
         self.stdout = process.stdout
         self.stderr = process.stderr
-        self.results = results
+        self.results = results if results is not None else {}
+        self.wall_s = wall_s
         recap = self.stdout[self.stdout.rfind("PLAY RECAP") :]
         self.recap = {
             match["host"]: {key: int(match[key]) for key in ("ok", "changed", "unreachable", "failed")}
             for match in RECAP_RE.finditer(recap)
         }
 
+    def changed_hosts(self) -> set[str]:
+        """Every host of the recap (localhost too) on which something changed."""
+        return {host for host, counts in self.recap.items() if counts["changed"]}
+
     def output(self) -> str:
-        """The end of what ansible-playbook printed, for assertion messages."""
-        return self.stdout[-8000:] + self.stderr[-3000:]
+        """The command and the end of what it printed, for assertion messages."""
+        return f"$ {' '.join(self.argv[-6:])}\n{self.stdout[-8000:]}{self.stderr[-3000:]}"
+
+
+def run_ansible(
+    argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO_ROOT, timeout: float = 900
+) -> PlaybookRun:
+    """Run an Ansible command line (default environment: clean_env()) and wait for it."""
+    started = time.monotonic()
+    process = subprocess.run(
+        argv, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return PlaybookRun(process, wall_s=round(time.monotonic() - started, 1))
 
 
 def _save_results_task(tasks: list[dict], results_path: Path) -> list[dict]:
@@ -124,8 +153,7 @@ def run_playbook(
     if verbosity:
         command.append("-" + "v" * verbosity)
     command.append(str(playbook_path))
-    process = subprocess.run(
-        command, cwd=REPO_ROOT, env=env or clean_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
-    return PlaybookRun(process, results)
+    run = run_ansible(command, env, REPO_ROOT, timeout)
+    if results_path.exists():
+        run.results = json.loads(results_path.read_text(encoding="utf-8"))
+    return run
