@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.awx.fleet import ansible_env, run
 from tests.support.paths import BIN, REPO_ROOT
+from tests.support.playbook import clean_env, run_ansible
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +28,9 @@ def plain_ansible_cfg(awx_work: Path) -> Path:
 def collection_tarball(awx_work: Path, plain_ansible_cfg: Path) -> Path:
     """`ansible-galaxy collection build` of the checkout: the artefact users install (and the EE is built from)."""
     out = awx_work / "dist"
-    built = run(
+    built = run_ansible(
         [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO_ROOT)],
-        ansible_env(plain_ansible_cfg),
+        clean_env(plain_ansible_cfg),
         awx_work,
         timeout=300,
     )
@@ -47,8 +47,8 @@ def installed_collection(awx_work: Path, collection_tarball: Path, plain_ansible
     path = awx_work / "installed"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
-    env = ansible_env(plain_ansible_cfg, path, ANSIBLE_GALAXY_SERVER="http://127.0.0.1:9/")
-    installed = run(
+    env = clean_env(plain_ansible_cfg, path, ANSIBLE_GALAXY_SERVER="http://127.0.0.1:9/")
+    installed = run_ansible(
         [str(BIN / "ansible-galaxy"), "collection", "install", str(collection_tarball), "-p", str(path)],
         env,
         awx_work,

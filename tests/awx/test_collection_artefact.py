@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.awx.fleet import HUB, SimulatedFleet, ansible_env, emulator_config, registered, run
+from tests.support.fleet import SimulatedFleet
 from tests.support.paths import BIN, REPO_ROOT
+from tests.support.playbook import clean_env, run_ansible
 
 # What a built collection may hold at its top level (collection content), and below extensions/ only the AWX
 # credential types (extensions/molecule is test scaffolding).
@@ -106,9 +107,9 @@ def test_tarball_ships_the_awx_credential_types(collection_tarball: Path) -> Non
 def test_ansible_doc_documents_every_module_and_role_from_the_install(
     installed_collection: Path, plain_ansible_cfg: Path, tmp_path: Path
 ) -> None:
-    env = ansible_env(plain_ansible_cfg, installed_collection)
+    env = clean_env(plain_ansible_cfg, installed_collection)
     names = [f"iotfleet.aziot.{module}" for module in MODULES]
-    documented = run([str(BIN / "ansible-doc"), "--json", *names], env, tmp_path)
+    documented = run_ansible([str(BIN / "ansible-doc"), "--json", *names], env, tmp_path)
     assert documented.returncode == 0, documented.output()
     docs = json.loads(documented.stdout)
     assert sorted(docs) == sorted(names)
@@ -117,7 +118,7 @@ def test_ansible_doc_documents_every_module_and_role_from_the_install(
         assert entry["doc"]["module"] == name.rsplit(".", 1)[1] and entry["doc"]["description"], name
         assert entry["doc"]["filename"].startswith(install_root), (name, entry["doc"]["filename"])
         assert entry["examples"] and entry["return"] is not None, name
-    roles = run([str(BIN / "ansible-doc"), "--json", "-t", "role", "-l", "iotfleet.aziot"], env, tmp_path)
+    roles = run_ansible([str(BIN / "ansible-doc"), "--json", "-t", "role", "-l", "iotfleet.aziot"], env, tmp_path)
     assert roles.returncode == 0, roles.output()
     assert sorted(json.loads(roles.stdout)) == [f"iotfleet.aziot.{role}" for role in ROLES], roles.stdout
 
@@ -128,31 +129,26 @@ def test_playbooks_run_from_the_install(
 ) -> None:
     """ca, validate, provision (twice), fleet_status - by their FQCN, on 3 simulated devices. The only collections
     path is the install (sys.path scanning off), so iotfleet.aziot.* can only come from there."""
-    env = ansible_env(plain_ansible_cfg, installed_collection)
+    env = clean_env(plain_ansible_cfg, installed_collection)
     hosts = ["art-dev-1", "art-dev-2", "art-dev-3"]
-    pki_dir = tmp_path / "pki"
-    fleet = SimulatedFleet(tmp_path, hosts, None, pki_dir)
-    inventory = fleet.write()
+    fleet = SimulatedFleet(tmp_path, hosts)
+    pki_dir = fleet.pki_dir
 
     def playbook(name: str, *args: str):
-        return run(
-            [str(BIN / "ansible-playbook"), "-i", str(inventory), *args, f"iotfleet.aziot.{name}"], env, tmp_path
-        )
+        return fleet.playbook(f"iotfleet.aziot.{name}", *args, env=env, cwd=tmp_path)
 
     made = playbook("ca")
     assert made.returncode == 0, made.output()
     assert (pki_dir / "intermediate-ca.key.pem").is_file()
-    emulator = dps_emulator_factory(emulator_config(pki_dir / "intermediate-ca.cert.pem"), name="artefact")
-    fleet.use_emulator(emulator)
-    fleet.write()
+    fleet.use_emulator(dps_emulator_factory(fleet.emulator_config(), name="artefact"))
 
     checked = playbook("validate")
     assert checked.returncode == 0 and "3 devices, inventory ok" in checked.stdout, checked.output()
     first = playbook("provision")
     assert first.returncode == 0, first.output()
     assert first.changed_hosts() == set(hosts), first.recap
-    devices = registered(emulator, "art-dev-")
-    assert sorted(devices) == hosts and all(device["assignedHub"] == HUB for device in devices.values()), devices
+    devices = fleet.hub_devices("art-dev-")
+    assert sorted(devices) == hosts and all(device["assignedHub"] == fleet.hub for device in devices.values()), devices
     status_file = tmp_path / "status.txt"
     status = playbook("fleet_status", "-e", f"fleet_status_file={status_file}")
     assert status.returncode == 0, status.output()

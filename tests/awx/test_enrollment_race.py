@@ -20,9 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from tests.awx.fleet import HUB, ID_SCOPE, POLICY, POLICY_KEY, ansible_env, connection_string, run_concurrently
-from tests.support.paths import ANSIBLE_CONFIG, BIN, REPO_ROOT
+from tests.awx.slicing import run_concurrently
+from tests.support.fleet import HUB, ID_SCOPE, POLICY, POLICY_KEY, connection_string
+from tests.support.paths import BIN, REPO_ROOT
 from tests.support.pki import Pki
+from tests.support.playbook import clean_env
 
 SLICES = 4
 GROUP = "race-group"
@@ -81,7 +83,7 @@ def round_of_slices(work: Path, emulator, ca_cert: Path, site: str, name: str) -
             time.sleep(0.05)
         go.touch()
 
-    runs = run_concurrently(commands, ansible_env(ANSIBLE_CONFIG), REPO_ROOT, 300, release_when_all_ready)
+    runs = run_concurrently(commands, clean_env(), REPO_ROOT, 300, release_when_all_ready)
     for run in runs:
         assert run.returncode == 0, run.output()
     return [json.loads(path.read_text(encoding="utf-8")) for path in results]

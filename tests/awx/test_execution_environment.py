@@ -24,18 +24,8 @@ from dps_emulator.testing import start_emulator
 
 from tests.awx import ee
 from tests.awx.awx_credentials import inject, load_credential_types
-from tests.awx.fleet import (
-    CA,
-    HUB,
-    ID_SCOPE,
-    SimulatedFleet,
-    ansible_env,
-    connection_string,
-    emulator_config,
-    registered,
-    run,
-)
-from tests.support.paths import ANSIBLE_CONFIG, BIN, REPO_ROOT
+from tests.support.fleet import SimulatedFleet
+from tests.support.paths import BIN
 from tools.device_containers import Device, podman, start, stop
 
 pytestmark = [
@@ -86,8 +76,10 @@ def podman_gateway() -> str:
     return json.loads(podman("network", "inspect", "podman").stdout)[0]["subnets"][0]["gateway"]
 
 
-def write_private_data_dir(pdd: Path, ssh_dir: Path, ca_pki: Path, emulator) -> None:
-    """An ansible-runner private data directory the way AWX lays one out for a job."""
+def write_private_data_dir(pdd: Path, ssh_dir: Path, fleet: SimulatedFleet) -> None:
+    """An ansible-runner private data directory the way AWX lays one out for a job: the fleet's lab CA and
+    emulator, its devices the DEVICES containers."""
+    ca_pki, emulator = fleet.pki_dir, fleet.emulator
     for sub in ("env", "inventory", "project"):
         (pdd / sub).mkdir(parents=True, exist_ok=True)
     # The Machine credential: runner hands the key to ssh-agent inside the container.
@@ -103,7 +95,7 @@ def write_private_data_dir(pdd: Path, ssh_dir: Path, ca_pki: Path, emulator) -> 
         "ca_key": (ca_pki / "intermediate-ca.key.pem").read_text(encoding="utf-8"),
     }
     extra_vars = inject(credential_types["iotfleet_device_ca.yml"], ca_inputs, pdd).extra_vars
-    service_inputs = {"connection_string": connection_string(emulator)}
+    service_inputs = {"connection_string": fleet.connection_string}
     extra_vars.update(inject(credential_types["iotfleet_dps_service.yml"], service_inputs, pdd).extra_vars)
     (pdd / "env" / "extravars").write_text(yaml.safe_dump(extra_vars), encoding="utf-8")
     # The emulator's server CA, copied to each device by dps_registration (a file the job can read).
@@ -116,7 +108,7 @@ def write_private_data_dir(pdd: Path, ssh_dir: Path, ca_pki: Path, emulator) -> 
                 "ansible_user": "pi",
                 "ansible_become": True,
                 "ansible_python_interpreter": "/usr/bin/python3",
-                "dps_registration_id_scope": ID_SCOPE,
+                "dps_registration_id_scope": fleet.id_scope,
                 "dps_registration_provisioning_host": f"{emulator.host}:{emulator.port}",
                 "dps_registration_server_ca_src": "/runner/env/dps-server-ca.pem",
                 "dps_enrollment_ca_path": "/runner/env/dps-server-ca.pem",
@@ -175,26 +167,25 @@ def test_provision_runs_in_the_ee_with_ansible_runner(ee_image: dict, tmp_path: 
         # Devices first: the emulator listens on the podman bridge, which has an address only while they run.
         start(DEVICES, ssh_dir)
         # The lab CA, made once beforehand with playbooks/ca.yml (outside AWX: an EE's files do not outlive a job).
-        pki = tmp_path / "pki"
-        fleet = SimulatedFleet(tmp_path, [], None, pki)
-        made = run(
-            [str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(CA)], ansible_env(ANSIBLE_CONFIG), REPO_ROOT
-        )
-        assert made.returncode == 0, made.output()
+        fleet = SimulatedFleet(tmp_path, [])
+        fleet.make_ca()
         config = tmp_path / "dps.yml"
-        config.write_text(yaml.safe_dump(emulator_config(pki / "intermediate-ca.cert.pem")), encoding="utf-8")
+        config.write_text(yaml.safe_dump(fleet.emulator_config()), encoding="utf-8")
         emulator = start_emulator(config, tmp_path / "dps", host=podman_gateway())
+        fleet.use_emulator(emulator)
         pdd = tmp_path / "job"
-        write_private_data_dir(pdd, ssh_dir, pki, emulator)
+        write_private_data_dir(pdd, ssh_dir, fleet)
 
         issued = tmp_path / "issued"
         issued.mkdir()
         _, first, first_s = run_job(pdd, "first", issued)
         assert set(first) >= set(names), first
         assert all(first[name].get("changed", 0) > 0 and not first[name].get("failures") for name in names), first
-        devices = registered(emulator, "awx-ee-dev-")
+        devices = fleet.hub_devices("awx-ee-dev-")
         assert sorted(devices) == names, devices
-        assert all(device["assignedHub"] == HUB and device["registrationCount"] == 1 for device in devices.values())
+        assert all(
+            device["assignedHub"] == fleet.hub and device["registrationCount"] == 1 for device in devices.values()
+        )
 
         # The controller kept its copy of each device's certificate outside the job's container.
         assert sorted(path.name for path in issued.iterdir()) == [f"{name}.cert.pem" for name in names]

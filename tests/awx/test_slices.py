@@ -11,6 +11,7 @@ inventory (docs/awx.md "Job slicing").
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -18,21 +19,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.awx.fleet import (
-    CA,
-    HUB,
-    PROVISION,
-    VALIDATE,
-    SimulatedFleet,
-    ansible_env,
-    emulator_config,
-    files_digest,
-    registered,
-    run,
-    run_concurrently,
-    slices,
-)
-from tests.support.paths import ANSIBLE_CONFIG, BIN, REPO_ROOT
+from tests.awx.slicing import run_concurrently, slices
+from tests.support.fleet import PLAYBOOKS, SimulatedFleet
+from tests.support.paths import BIN
+from tests.support.playbook import clean_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the roles give device files to root (run as root)")
 
@@ -40,19 +30,24 @@ SLICE_COUNT = 4
 DEVICES = 40
 PREFIX = "slice-dev-"
 FORKS = 10
+PROVISION = PLAYBOOKS / "provision.yml"
 
 
 @pytest.fixture(scope="module")
 def lab_ca(tmp_path_factory) -> Path:
     """The lab CA, made once by playbooks/ca.yml (as users do before provisioning)."""
-    work = tmp_path_factory.mktemp("slices-ca")
-    pki_dir = work / "pki"
-    fleet = SimulatedFleet(work, [], None, pki_dir)
-    made = run(
-        [str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(CA)], ansible_env(ANSIBLE_CONFIG), REPO_ROOT
-    )
-    assert made.returncode == 0, made.output()
-    return pki_dir
+    fleet = SimulatedFleet(tmp_path_factory.mktemp("slices-ca"), [])
+    fleet.make_ca()
+    return fleet.pki_dir
+
+
+def files_digest(directory: Path) -> dict[str, str]:
+    """name -> sha256 of every file directly in `directory` (the CA files of a pki_dir, not its issued/ copies)."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.is_file()
+    }
 
 
 def slice_commands(inventory: Path, parts: list[list[str]], work: Path, *extra: str) -> list[list[str]]:
@@ -67,29 +62,28 @@ def slice_commands(inventory: Path, parts: list[list[str]], work: Path, *extra: 
 
 def test_four_slices_assign_every_device_once_with_one_ca(lab_ca: Path, dps_emulator_factory, tmp_path: Path) -> None:
     ca_before = files_digest(lab_ca)
-    emulator = dps_emulator_factory(emulator_config(lab_ca / "intermediate-ca.cert.pem"), name="slices")
     hosts = [f"{PREFIX}{index:03d}" for index in range(1, DEVICES + 1)]
-    fleet = SimulatedFleet(tmp_path, hosts, emulator, lab_ca)
+    fleet = SimulatedFleet(tmp_path, hosts, pki_dir=lab_ca)
+    fleet.use_emulator(dps_emulator_factory(fleet.emulator_config(), name="slices"))
     inventory = fleet.write()
-    env = ansible_env(ANSIBLE_CONFIG)
     parts = slices(hosts, SLICE_COUNT)
     assert sorted(host for part in parts for host in part) == hosts and all(
         len(part) == DEVICES // SLICE_COUNT for part in parts
     )
 
-    checked = run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(VALIDATE)], env, REPO_ROOT)
+    checked = fleet.playbook("validate.yml")
     assert checked.returncode == 0 and f"{DEVICES} devices, inventory ok" in checked.stdout, checked.output()
 
-    first = run_concurrently(slice_commands(inventory, parts, tmp_path), env, tmp_path)
+    first = run_concurrently(slice_commands(inventory, parts, tmp_path), clean_env(), tmp_path)
     for part, result in zip(parts, first, strict=True):
         assert result.returncode == 0, result.output()
         assert sorted(result.recap) == sorted([*part, "localhost"]) or sorted(result.recap) == part, result.recap
         assert all(result.recap[host]["changed"] > 0 for host in part), result.recap
 
-    devices = registered(emulator, PREFIX)
+    devices = fleet.hub_devices(PREFIX)
     assert sorted(devices) == hosts
     for host, device in devices.items():
-        assert device["registrationCount"] == 1 and device["assignedHub"] == HUB, (host, device)
+        assert device["registrationCount"] == 1 and device["assignedHub"] == fleet.hub, (host, device)
 
     # One CA: ca.yml's files are untouched (no slice made or rewrote one; the controller's copies of the device
     # certificates go to pki_dir/issued), and every chain is leaf -> that issuing CA -> that root.
@@ -103,11 +97,11 @@ def test_four_slices_assign_every_device_once_with_one_ca(lab_ca: Path, dps_emul
         assert root.public_bytes(serialization.Encoding.PEM) == root_pem, host
         leaf.verify_directly_issued_by(intermediate)
 
-    again = run_concurrently(slice_commands(inventory, parts, tmp_path), env, tmp_path)
+    again = run_concurrently(slice_commands(inventory, parts, tmp_path), clean_env(), tmp_path)
     for result in again:
         assert result.returncode == 0, result.output()
         assert not result.changed_hosts(), result.recap
-    assert all(device["registrationCount"] == 1 for device in registered(emulator, PREFIX).values())
+    assert all(device["registrationCount"] == 1 for device in fleet.hub_devices(PREFIX).values())
     print(
         f"\n4 slices x {DEVICES // SLICE_COUNT} devices: first {max(r.wall_s for r in first)} s, "
         f"re-run {max(r.wall_s for r in again)} s"
@@ -122,25 +116,23 @@ def closed_port() -> int:
 
 def test_duplicate_across_slices_passes_each_slice_and_validate_yml_catches_it(lab_ca: Path, tmp_path: Path) -> None:
     hosts = [f"dup-dev-{index}" for index in range(1, 5)]
-    fleet = SimulatedFleet(tmp_path, hosts, None, lab_ca)
+    fleet = SimulatedFleet(tmp_path, hosts, pki_dir=lab_ca)
     fleet.group_vars["dps_registration_provisioning_host"] = "127.0.0.1:9"  # never reached: check mode, no cert yet
     # dup-dev-1 and dup-dev-4 claim the same registration id; slicing puts them in different slices.
     fleet.host_vars["dup-dev-4"] = {"device_identity_registration_id": "dup-dev-1"}
     parts = slices(hosts, 2)
     assert ["dup-dev-1", "dup-dev-4"] not in [sorted(part) for part in parts]
-    env = ansible_env(ANSIBLE_CONFIG)
 
     # As AWX runs a slice: the slice's inventory holds only its hosts. provision.yml's own check passes in both.
-    for index, part in enumerate(parts):
-        inventory = fleet.write(tmp_path / f"slice-{index}.yml", part)
-        result = run([str(BIN / "ansible-playbook"), "-i", str(inventory), "--check", str(PROVISION)], env, REPO_ROOT)
+    for part in parts:
+        result = fleet.playbook("provision.yml", "--check", hosts=part)
         assert "2 devices, inventory ok" in result.stdout, result.output()
 
     # The whole inventory, once: validate.yml names both hosts. Every device is 'off' (SSH to a closed port): the
     # check runs on the controller only.
     for host in hosts:
         fleet.host_vars[host].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=closed_port())
-    checked = run([str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(VALIDATE)], env, REPO_ROOT)
+    checked = fleet.playbook("validate.yml")
     assert checked.returncode != 0, checked.output()
     assert 'hosts dup-dev-1, dup-dev-4: registration id "dup-dev-1" is used more than once' in checked.stdout, (
         checked.output()
@@ -153,15 +145,14 @@ def test_enrollment_group_disagreement_across_slices_fails_validate_yml(lab_ca: 
     """Each slice derives an enrollment group's settings from its own devices: a device whose tags differ from its
     group's passes a slice without its peers, then every run rewrites the group. validate.yml sees all of them."""
     hosts = [f"tag-dev-{index}" for index in range(1, 5)]
-    fleet = SimulatedFleet(tmp_path, hosts, None, lab_ca)
+    fleet = SimulatedFleet(tmp_path, hosts, pki_dir=lab_ca)
     fleet.group_vars["site"] = "plant-1"
     fleet.host_vars["tag-dev-4"] = {"site": "plant-2"}
-    env = ansible_env(ANSIBLE_CONFIG)
-    checked = run([str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(VALIDATE)], env, REPO_ROOT)
+    checked = fleet.playbook("validate.yml")
     assert checked.returncode != 0, checked.output()
     assert "enrollment group 'fleet': tag-dev-1 and tag-dev-4 disagree on the tags" in checked.stdout, checked.output()
 
     fleet.host_vars["tag-dev-4"] = {}
-    agreed = run([str(BIN / "ansible-playbook"), "-i", str(fleet.write()), str(VALIDATE)], env, REPO_ROOT)
+    agreed = fleet.playbook("validate.yml")
     assert agreed.returncode == 0, agreed.output()
     assert "1 enrollment group(s): fleet: 4 devices" in agreed.stdout, agreed.output()
