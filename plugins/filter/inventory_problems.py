@@ -15,7 +15,8 @@ description:
     C(device_identity_registration_id) (default: the inventory name) is a valid DPS registration id and an X.509
     certificate CN (the rule of the P(iotfleet.aziot.registration_id#test) test, at most 64 characters); with X.509
     attestation, C(dps_registration_registration_id) equals it; C(device_identity_key_type) and
-    C(dps_registration_attestation) are known values; no two hosts share a registration id."
+    C(dps_registration_attestation) are known values; no two hosts share a registration id (compared ignoring
+    case, as DPS does)."
 options:
   _input:
     description: The inventory names of the devices (for example C(groups['pis'])).
@@ -103,17 +104,19 @@ def _host_problems(host: str, host_vars, registration_id: str) -> list[str]:
 
 def inventory_problems(hosts: list, hostvars) -> list[str]:
     problems = []
-    owners: dict[str, list[str]] = {}  # registration id -> hosts, in inventory order
+    # DPS compares registration ids case-insensitively: Pi-01 and pi-01 are one device to it.
+    owners: dict[str, list[tuple[str, str]]] = {}  # lower-cased registration id -> (host, id), in inventory order
     for host in hosts:
         host_vars = hostvars[host]
         registration_id = str(_get(host_vars, "device_identity_registration_id", host))
         problems.extend(_host_problems(host, host_vars, registration_id))
-        owners.setdefault(registration_id, []).append(host)
-    for registration_id, owning_hosts in owners.items():
-        if len(owning_hosts) > 1:
+        owners.setdefault(registration_id.lower(), []).append((host, registration_id))
+    for owning in owners.values():
+        if len(owning) > 1:
+            spellings = " / ".join(json.dumps(spelling) for spelling in dict.fromkeys(rid for _, rid in owning))
             problems.append(
-                f"hosts {', '.join(owning_hosts)}: registration id {json.dumps(registration_id)} is used more than "
-                "once (device_identity_registration_id must be unique)"
+                f"hosts {', '.join(host for host, _ in owning)}: registration id {spellings} is used more than "
+                "once (device_identity_registration_id must be unique; DPS ignores case)"
             )
     return problems
 
