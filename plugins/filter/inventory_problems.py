@@ -113,9 +113,9 @@ def inventory_problems(hosts: list, hostvars) -> list[str]:
         owners.setdefault(registration_id.lower(), []).append((host, registration_id))
     for owning in owners.values():
         if len(owning) > 1:
-            spellings = " / ".join(json.dumps(spelling) for spelling in dict.fromkeys(rid for _, rid in owning))
+            spellings = " / ".join(json.dumps(spelling) for spelling in dict.fromkeys(rid for host, rid in owning))
             problems.append(
-                f"hosts {', '.join(host for host, _ in owning)}: registration id {spellings} is used more than "
+                f"hosts {', '.join(host for host, rid in owning)}: registration id {spellings} is used more than "
                 "once (device_identity_registration_id must be unique; DPS ignores case)"
             )
     return problems
