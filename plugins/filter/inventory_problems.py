@@ -105,14 +105,15 @@ def _host_problems(host: str, host_vars, registration_id: str) -> list[str]:
 def inventory_problems(hosts: list, hostvars) -> list[str]:
     problems = []
     # DPS compares registration ids case-insensitively: Pi-01 and pi-01 are one device to it.
-    owners: dict[str, list[tuple[str, str]]] = {}  # lower-cased registration id -> (host, id), in inventory order
+    owners: dict[str, list[tuple[str, str]]] = {}  # lower-cased registration id -> (host, id)
     for host in hosts:
         host_vars = hostvars[host]
         registration_id = str(_get(host_vars, "device_identity_registration_id", host))
         problems.extend(_host_problems(host, host_vars, registration_id))
         owners.setdefault(registration_id.lower(), []).append((host, registration_id))
-    for owning in owners.values():
-        if len(owning) > 1:
+    for owners_of_id in owners.values():
+        if len(owners_of_id) > 1:
+            owning = sorted(owners_of_id)  # by host name: the same line whatever the inventory's order
             spellings = " / ".join(json.dumps(spelling) for spelling in dict.fromkeys(rid for host, rid in owning))
             problems.append(
                 f"hosts {', '.join(host for host, rid in owning)}: registration id {spellings} is used more than "

@@ -74,8 +74,8 @@ def test_every_problem_at_once_in_one_line_each(tmp_path: Path) -> None:
         ' \\"pi-mismatch\\" (X.509: the registration id is the certificate CN)',
         'pi-key: device_identity_key_type \\"ec-256\\" is not one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096',
         'pi-tpm: dps_registration_attestation \\"tpm\\" is not one of x509, symmetric_key',
-        'hosts pi-ok, broken-duplicate: registration id \\"pi-ok\\" is used more than once '
+        'hosts broken-duplicate, pi-ok: registration id \\"pi-ok\\" is used more than once '
         "(device_identity_registration_id must be unique; DPS ignores case)",
-        'hosts pi-case, broken-case: registration id \\"pi-case\\" / \\"PI-Case\\" is used more than once '
+        'hosts broken-case, pi-case: registration id \\"PI-Case\\" / \\"pi-case\\" is used more than once '
         "(device_identity_registration_id must be unique; DPS ignores case)",
     ]
