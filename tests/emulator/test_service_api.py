@@ -107,7 +107,8 @@ def test_individual_lifecycle_and_etags(emulator):
     assert created.status_code == 200, created.text
     record = created.json()
     assert record["registrationId"] == "etag-dev-1"
-    assert record["attestation"] == {"type": "symmetricKey", "symmetricKey": {}}  # DPS returns no key values
+    generated = record["attestation"]["symmetricKey"]  # the create answer carries the keys DPS generated
+    assert record["attestation"]["type"] == "symmetricKey" and set(generated) == {"primaryKey", "secondaryKey"}
     assert record["provisioningStatus"] == "enabled"
     assert record["capabilities"] == {"iotEdge": False}
     assert record["reprovisionPolicy"] == {"updateHubAssignment": True, "migrateDeviceData": True}
@@ -116,9 +117,11 @@ def test_individual_lifecycle_and_etags(emulator):
     assert record["createdDateTimeUtc"] == record["lastUpdatedDateTimeUtc"]
     etag = record["etag"]
     assert etag and not etag.startswith('"')
-    # the keys DPS generated: only through attestationmechanism
+    # later, the keys only through attestationmechanism: a GET returns no key values
     keys = service.post(f"{path}/attestationmechanism").json()["symmetricKey"]
+    assert keys == generated
     assert len(base64.b64decode(keys["primaryKey"])) == 64 and keys["primaryKey"] != keys["secondaryKey"]
+    record["attestation"]["symmetricKey"] = {}
     assert service.get(path).json() == record
 
     update = symmetric_individual("etag-dev-1", keys["primaryKey"], provisioningStatus="disabled")
@@ -137,8 +140,8 @@ def test_individual_lifecycle_and_etags(emulator):
     _error(service.delete(path, if_match=etag), 412, 412001)
     deleted = service.delete(path, if_match=current)
     assert deleted.status_code == 204 and deleted.content == b""
-    _error(service.get(path), 404, 404204)
-    _error(service.delete(path), 404, 404204)
+    _error(service.get(path), 404, 404201)  # 404201: no such individual enrollment (404204 is for groups)
+    _error(service.delete(path), 404, 404201)
     # If-Match on a record that does not exist cannot match
     _error(service.put(path, update, if_match="*"), 412, 412001, "does not exist")
 
@@ -342,7 +345,7 @@ def test_bulk_individual_enrollments(emulator):
     assert service.post("/enrollments", {"mode": "delete", "enrollments": gone}).json()["isSuccessful"]
     assert service.get("/enrollments/bulk-dev-0").status_code == 404
     missing = service.post("/enrollments", {"mode": "delete", "enrollments": gone[:1]}).json()
-    assert missing["errors"][0]["errorCode"] == 404204
+    assert missing["errors"][0]["errorCode"] == 404201
 
 
 def test_bulk_limits_and_group_shape(emulator):

@@ -269,10 +269,18 @@ def test_persistence_across_restart_and_config_seeds(config_file, devices, pki, 
     second = start_emulator(config_file, state_dir)
     try:
         service = ServiceClient(second)
-        assert service.get("/enrollments/persist-api-1").json() == created
+        # the same record and keys (a PUT answers the keys, a GET does not)
+        assert service.post("/enrollments/persist-api-1/attestationmechanism").json() == created["attestation"]
+        assert service.get("/enrollments/persist-api-1").json() == {
+            **created,
+            "attestation": {"type": "symmetricKey", "symmetricKey": {}},
+        }
         assert Client(second, sas=sas_token("persist-api-1", key)).provision("persist-api-1")["status"] == "assigned"
         # an API edit of a seeded record survives the restart (the config entry did not change)...
-        assert service.get("/enrollmentGroups/fleet-sym").json() == edited
+        assert service.get("/enrollmentGroups/fleet-sym").json() == {
+            **edited,
+            "attestation": {"type": "symmetricKey", "symmetricKey": {}},
+        }
         # ...and a seeded record deleted through the API comes back: the config creates what is absent
         assert service.get("/enrollmentGroups/fleet-unverified").status_code == 200
     finally:

@@ -1,8 +1,9 @@
 """Enrollment records in the DPS service API's shapes (2021-10-01): validation, answers, and the compiled form.
 
 A record is kept "internal": the JSON DPS takes in a PUT, completed with defaults, server-owned fields (etag,
-timestamps) and the secrets DPS never returns in a GET (symmetric keys). `public_view` is what a GET answers;
-`compile_record` turns a record into the `Enrollment` the device API matches devices against.
+timestamps) and the secrets DPS never returns in a GET (symmetric keys). `public_view` is what a GET answers,
+`written_view` what a PUT answers (with the keys); `compile_record` turns a record into the `Enrollment` the device
+API matches devices against.
 """
 
 from __future__ import annotations
@@ -365,6 +366,16 @@ def attestation_view(record: dict[str, Any]) -> dict[str, Any]:
     if "symmetricKey" in record["attestation"]:
         attestation["symmetricKey"] = copy.deepcopy(record["attestation"]["symmetricKey"])
     return attestation
+
+
+def written_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What a create or update (PUT) answers: the public view with the symmetric keys, given or generated.
+
+    DPS returns them there: `az iot dps enrollment create` without keys reads the generated keys from this answer,
+    and Microsoft's SDK tests compare attestationmechanism's keys with the create answer's."""
+    view = public_view(record)
+    view["attestation"] = attestation_view(record)
+    return view
 
 
 def compile_record(kind: str, record: dict[str, Any], context: Context) -> Enrollment:

@@ -23,7 +23,7 @@ Authenticator = Callable[[Request, dict[str, str], "Route"], Any]
 @dataclass(frozen=True)
 class Route:
     method: str
-    pattern: str  # "/enrollments/{id}": literal segments and {parameters}
+    pattern: str  # "/enrollments/{id}": literal segments (matched case-insensitively, as DPS does) and {parameters}
     auth: str  # "device" (attestation), "service" (SAS policy), "none" (admin)
     handler: Handler
     endpoint: str | None = None  # fault endpoint name; None: faults never apply
@@ -35,7 +35,10 @@ class Route:
     def __post_init__(self) -> None:
         if self.auth not in AUTH_KINDS:
             raise ValueError(f"route {self.method} {self.pattern}: unknown auth kind {self.auth!r}")
-        object.__setattr__(self, "segments", tuple(part for part in self.pattern.strip("/").split("/") if part))
+        segments = (part for part in self.pattern.strip("/").split("/") if part)
+        # literal segments are kept lower-cased: DPS serves /enrollmentgroups/... as /enrollmentGroups/... (the Node
+        # service client sends it so), so literals compare case-insensitively; parameters keep their spelling
+        object.__setattr__(self, "segments", tuple(part if part.startswith("{") else part.lower() for part in segments))
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
         if len(segments) != len(self.segments):
@@ -46,7 +49,7 @@ class Route:
                 if not segment:
                     return None
                 params[template[1:-1]] = segment
-            elif template != segment:
+            elif template != segment.lower():
                 return None
         return params
 

@@ -16,7 +16,16 @@ import time
 from typing import Any
 
 from .config import REGISTRATION_ID_RE, Config, Policy
-from .enrollments import ENROLLMENT_ID_RE, GROUP, ID_FIELD, INDIVIDUAL, ITEM_TYPE, attestation_view, public_view
+from .enrollments import (
+    ENROLLMENT_ID_RE,
+    GROUP,
+    ID_FIELD,
+    INDIVIDUAL,
+    ITEM_TYPE,
+    attestation_view,
+    public_view,
+    written_view,
+)
 from .router import Route
 from .sas import SasError, parse_sas, service_resource_allows, signature_matches
 from .state import RegistrationStore
@@ -227,7 +236,7 @@ class ServiceApi:
     def put(self, kind: str, request: Request, params: dict[str, str], _policy: Policy) -> Response:
         body = json_body(request)
         record = self.enrollments.put(kind, params["id"], body, request.headers.get("if-match"))
-        return Response(200, public_view(record))
+        return Response(200, written_view(record))
 
     def delete(self, kind: str, request: Request, params: dict[str, str], _policy: Policy) -> Response:
         self.enrollments.delete(kind, _valid_id(kind, params["id"]), request.headers.get("if-match"))

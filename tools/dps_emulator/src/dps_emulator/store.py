@@ -38,6 +38,7 @@ from .pki import iso_utc, utcnow
 from .state import StateError
 from .wire import (
     ERROR_CONFLICT,
+    ERROR_ENROLLMENT_GROUP_NOT_FOUND,
     ERROR_ENROLLMENT_NOT_FOUND,
     ERROR_PRECONDITION_FAILED,
     ApiError,
@@ -49,6 +50,7 @@ ENROLLMENTS_FILE = "enrollments.json"
 BULK_MODES = ("create", "update", "updateIfMatchETag", "delete")
 BULK_MAX_ITEMS = 10
 NOUN = {INDIVIDUAL: "individual enrollment", GROUP: "enrollment group"}
+NOT_FOUND = {INDIVIDUAL: ERROR_ENROLLMENT_NOT_FOUND, GROUP: ERROR_ENROLLMENT_GROUP_NOT_FOUND}
 
 
 def new_etag() -> str:
@@ -73,6 +75,11 @@ def etag_matches(if_match: str, etag: str | None) -> bool:
         return False
     wanted = _unquote_etag(etag)
     return any(_unquote_etag(candidate) == wanted for candidate in if_match.split(","))
+
+
+def not_found(kind: str, identifier: str) -> ApiError:
+    """The 404 DPS answers for a missing record: errorCode 404201 for an individual enrollment, 404204 for a group."""
+    return ApiError(404, NOT_FOUND[kind], f"{NOUN[kind].capitalize()} '{identifier}' not found.")
 
 
 def check_if_match(if_match: str | None, etag: str | None, what: str) -> None:
@@ -159,7 +166,7 @@ class EnrollmentStore:
     def require(self, kind: str, identifier: str) -> dict[str, Any]:
         record = self.get(kind, identifier)
         if record is None:
-            raise ApiError(404, ERROR_ENROLLMENT_NOT_FOUND, f"{NOUN[kind].capitalize()} '{identifier}' not found.")
+            raise not_found(kind, identifier)
         return record
 
     def list(self, kind: str) -> list[dict[str, Any]]:
@@ -239,7 +246,7 @@ class EnrollmentStore:
     def _delete_locked(self, kind: str, identifier: str, if_match: str | None) -> None:
         stored = self.records[kind].get(identifier.lower())
         if stored is None:
-            raise ApiError(404, ERROR_ENROLLMENT_NOT_FOUND, f"{NOUN[kind].capitalize()} '{identifier}' not found.")
+            raise not_found(kind, identifier)
         check_if_match(if_match, stored["record"].get("etag"), f"{NOUN[kind]} '{identifier}'")
         del self.records[kind][identifier.lower()]
         self._compiled = None
@@ -284,7 +291,7 @@ class EnrollmentStore:
                         self._put_locked(kind, identifier, item, "*" if exists else None)
                     elif mode == "updateIfMatchETag":
                         if not exists:
-                            raise ApiError(404, ERROR_ENROLLMENT_NOT_FOUND, f"{NOUN[kind]} '{identifier}' not found")
+                            raise not_found(kind, identifier)
                         etag = item.get("etag")
                         if not isinstance(etag, str) or not etag:
                             raise bad_request("mode updateIfMatchETag needs the item's etag")

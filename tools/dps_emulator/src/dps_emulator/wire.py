@@ -11,15 +11,17 @@ from cryptography import x509
 
 from .pki import iso_utc, utcnow
 
-# errorCode values. 400004 and 401002 are seen from real DPS (device API); the others follow DPS's
-# <HTTP status><3 digits> pattern and are the emulator's own choice (see docs/dps_emulator.md).
+# errorCode values. 400004 and 401002 are seen from real DPS (device API); 404201 (no such individual enrollment)
+# and 404204 (no such enrollment group) are what Microsoft's C# service SDK end-to-end tests assert; the others
+# follow DPS's <HTTP status><3 digits> pattern and are the emulator's own choice (see docs/dps_emulator.md).
 ERROR_BAD_REQUEST = 400001
 ERROR_API_VERSION = 400004
 ERROR_UNAUTHORIZED = 401002
 ERROR_NOT_FOUND = 404001
-ERROR_REGISTRATION_NOT_FOUND = 404201
+ERROR_ENROLLMENT_NOT_FOUND = 404201
+ERROR_REGISTRATION_NOT_FOUND = 404201  # seen from DPS for a missing registration record; meaning unconfirmed
 ERROR_OPERATION_NOT_FOUND = 404202
-ERROR_ENROLLMENT_NOT_FOUND = 404204
+ERROR_ENROLLMENT_GROUP_NOT_FOUND = 404204
 ERROR_METHOD = 405001
 ERROR_CONFLICT = 409001
 ERROR_PRECONDITION_FAILED = 412001
