@@ -32,6 +32,7 @@ COHORTS = {
     "dt_replace": ["dt-repl-group", "dt-repl-indiv"],
     "dt_roll": ["dt-roll-1", "dt-roll-2"],
     "dt_watch": ["dt-watch-short", "dt-watch-ok"],
+    "dt_revoke": ["dt-revoke-1"],
 }
 # Certificates issued for 20 days at first (a pilot), due for renewal within 30 days.
 PILOT = {"device_identity_valid_days": 20, "device_identity_renew_before": 10}
@@ -254,6 +255,67 @@ def test_replace_a_device_with_an_individual_enrollment(fleet: SimulatedFleet, t
     assert_replaced(fleet, host, stolen, hub)
     refused = fleet.register(host, chain=stolen["chain"], key=stolen["key"])
     assert refused.get("failed") and refused.get("http_status") == 401, refused
+
+
+# --- revoke.yml, reinstate.yml --------------------------------------------------------------------------------------
+
+
+def test_revoke_with_an_issued_dir_and_no_pki_dir_then_reinstate(fleet: SimulatedFleet, tmp_path: Path) -> None:
+    """Fault 3 of issue 19: an inventory that sets device_identity_issued_dir and no pki_dir (revoke.yml failed on
+    "'pki_dir' is undefined"). With no controller copy yet the certificate comes from the device's
+    device_identity_cert_dir (revoke.yml read /var/aziot/certs whatever the inventory said)."""
+    host = "dt-revoke-1"
+    issued = tmp_path / "issued"
+    all_vars, group_vars = dict(fleet.all_vars), dict(fleet.group_vars)
+    pki_dir = fleet.all_vars.pop("pki_dir")
+    for name, value in fleet.all_vars.items():
+        if isinstance(value, str):
+            fleet.all_vars[name] = value.replace("{{ pki_dir }}", pki_dir)
+    fleet.group_vars["device_identity_issued_dir"] = str(issued)
+    try:
+        revoked = fleet.playbook("revoke.yml", "-l", host)
+        assert revoked.returncode == 0, revoked.output()
+        copy = issued / f"{host}.cert.pem"
+        assert copy.read_bytes() == fleet.files(host)["cert"].read_bytes()  # read from the device, kept
+        enrollment = individual_enrollment(fleet, host)
+        assert enrollment is not None and enrollment["provisioningStatus"] == "disabled", enrollment
+        assert enrolled_thumbprints(enrollment) == {"primary": thumbprint(copy)}
+        refused = fleet.register(host)
+        assert refused.get("failed") and "disabled" in refused["msg"], refused
+
+        reinstated = fleet.playbook("reinstate.yml", "-l", host)
+        assert reinstated.returncode == 0, reinstated.output()
+        assert fleet.register(host).get("status") == "assigned"
+    finally:
+        fleet.all_vars, fleet.group_vars = all_vars, group_vars
+
+
+def test_revoke_and_reinstate_use_the_inventorys_dps_service_connection(fleet: SimulatedFleet) -> None:
+    """The inventory's dps_enrollment_* reach the DPS service modules (module_defaults; validate_certs and timeout
+    were dropped before), an empty dps_enrollment_ca_path means the controller's trust store, and a missing
+    connection string stops the run with one line saying where it goes."""
+    host = "dt-revoke-1"
+
+    def reinstate(**service):
+        saved = dict(fleet.all_vars)
+        fleet.all_vars.update(service)
+        try:
+            return fleet.playbook("reinstate.yml", "-l", host)
+        finally:
+            fleet.all_vars = saved
+
+    untrusted = reinstate(dps_enrollment_ca_path="")  # the emulator's CA is not in the trust store
+    assert untrusted.returncode != 0, untrusted.output()
+    assert "server certificate did not verify" in untrusted.stdout, untrusted.output()
+    unverified = reinstate(dps_enrollment_ca_path="", dps_enrollment_validate_certs=False)
+    assert unverified.returncode == 0, unverified.output()
+    assert "validate_certs=false: the DPS server certificate is not verified" in unverified.output()
+    no_time = reinstate(dps_enrollment_timeout=0)
+    assert no_time.returncode != 0 and "timeout must be a positive number of seconds" in no_time.stdout
+    unset = reinstate(dps_enrollment_connection_string="")
+    assert unset.returncode != 0, unset.output()
+    assert "dps_enrollment: set dps_enrollment_connection_string" in unset.stdout, unset.output()
+    assert changed_hosts(unset) == set()
 
 
 # --- ca_rollover.yml ------------------------------------------------------------------------------------------------
