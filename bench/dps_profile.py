@@ -1,7 +1,7 @@
 """Where a device's time goes in the DPS phase: Retry-After waiting, our client's requests, the module start.
 
 The bench's DPS phase runs `dps_register` for every device through Ansible (bench/run.py). This profile runs
-the same client code (plugins/module_utils/_dps.py, with the same urls transport and mutual TLS) in one
+the same client code (plugins/module_utils/_dps.py over _http.py, with the same urls transport and mutual TLS) in one
 process, one device after another, against the same emulator settings (`Retry-After: 3`, 1 s assigning), and
 splits each device's registration into the time spent sleeping on Retry-After and the time spent in requests.
 It also times a cold `python -c "import <dps_register module>"`, what every module execution pays before it
@@ -33,7 +33,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import run as bench_run
 from dps_emulator.testing import start_emulator
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _pki
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _http, _pki
 
 MODULE = "ansible_collections.iotfleet.aziot.plugins.modules.dps_register"
 
@@ -95,8 +95,11 @@ def profile(count: int) -> dict[str, Any]:
                 client = _dps.DpsClient(
                     id_scope=bench_run.ID_SCOPE,
                     registration_id=name,
-                    transport=_dps.urls_transport(
-                        client_cert=str(chain_path), client_key=str(key_path), ca_path=str(emulator.ca_cert)
+                    transport=_http.urls_transport(
+                        _dps.USER_AGENT,
+                        client_cert=str(chain_path),
+                        client_key=str(key_path),
+                        ca_path=str(emulator.ca_cert),
                     ),
                     provisioning_host=f"{emulator.host}:{emulator.port}",
                     sleep=sleep,

@@ -1,104 +1,41 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Azure IoT Hub Device Provisioning Service (DPS) device REST client, and what every DPS client shares.
 
-Runs on the device with only the Python standard library and ansible.module_utils (DESIGN.md section 4):
-request building, SAS tokens, operation polling, and the bounded retry loop (`RetryLoop`) that the service API
-client (`_dps_service.py`) uses too. The transport is injectable so that unit tests need no network.
+Runs on the device with only the Python standard library and ansible.module_utils (DESIGN.md section 4): SAS
+tokens, request building, operation polling, DPS's errors explained in one line, and the options every DPS module
+takes. Requests go through `_http.RetryLoop`, the bounded retry loop the service API client (`_dps_service.py`)
+uses too; certificate facts come from `_x509_der.py`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import calendar
-import email.utils
 import hashlib
 import hmac
-import http.client
 import json
-import math
-import re
-import ssl
-import time
 import typing as t
-import urllib.error
 import urllib.parse
 
-from ansible.module_utils.urls import Request
+from ansible_collections.iotfleet.aziot.plugins.module_utils._http import (
+    ApiError,
+    Response,
+    RetryingClient,
+    Transport,
+    parse_retry_after,
+)
 
 USER_AGENT = "iotfleet.aziot-dps_register/0.1.0"
 DEFAULT_PROVISIONING_HOST = "global.azure-devices-provisioning.net"
 API_VERSIONS = ("2019-03-31", "2021-06-01", "2021-10-01")
 DEFAULT_API_VERSION = "2021-06-01"
 FINAL_STATUSES = ("assigned", "failed", "disabled")
-RETRY_AFTER_MIN = 1.0
-RETRY_AFTER_MAX = 30.0
 # Poll interval when DPS sends no Retry-After (the SDKs use 2 s).
 DEFAULT_POLL_INTERVAL = 2.0
-_PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.DOTALL)
-_OID_COMMON_NAME = b"\x55\x04\x03"  # 2.5.4.3
-# Short names of the usual subject attributes, as .NET (and so DPS's subjectName) prints them.
-_DN_NAMES = {
-    b"\x55\x04\x03": "CN",
-    b"\x55\x04\x05": "SERIALNUMBER",
-    b"\x55\x04\x06": "C",
-    b"\x55\x04\x07": "L",
-    b"\x55\x04\x08": "S",
-    b"\x55\x04\x0a": "O",
-    b"\x55\x04\x0b": "OU",
-    b"\x09\x92\x26\x89\x93\xf2\x2c\x64\x01\x19": "DC",
-    b"\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01": "E",
-}
 
 
-class DpsError(Exception):
-    """Every failure of the DPS client: HTTP status, DPS errorCode, message and trackingId when known."""
-
-    def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        error_code: int | None = None,
-        tracking_id: str | None = None,
-        timed_out: bool = False,
-        detail: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.detail = detail if detail is not None else message
-        self.message = message
-        self.status = status
-        self.error_code = error_code
-        self.tracking_id = tracking_id
-        self.timed_out = timed_out
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class TransportError(Exception):
-    """A request that got no HTTP answer (connection refused/reset, timeout). Retryable."""
-
-
-class CertificateVerifyError(Exception):
-    """The server's TLS certificate did not verify. Not retryable."""
-
-
-class Response:
-    """An HTTP answer: status, lower-cased headers and the decoded JSON body (None when not JSON)."""
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = {key.lower(): value for key, value in headers.items()}
-        self.raw = body
-        self.json: t.Any = None
-        if body:
-            try:
-                self.json = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                self.json = None
-
-
-Transport = t.Callable[[str, str, t.Optional[bytes], dict, float], Response]
+class DpsError(ApiError):
+    """Every failure of a DPS client: HTTP status, DPS errorCode, message and trackingId when known."""
 
 
 # --- host and key material ------------------------------------------------------------------------------------
@@ -155,129 +92,6 @@ def sas_token(id_scope: str, registration_id: str, device_key: str, expiry: int)
     return f"SharedAccessSignature sr={resource}&sig={encoded_signature}&se={int(expiry)}&skn=registration"
 
 
-def pem_certificates(pem_text: str) -> list[bytes]:
-    """The DER bytes of every certificate in a PEM text, in file order."""
-    certificates = []
-    for match in _PEM_CERT_RE.finditer(pem_text):
-        try:
-            certificates.append(base64.b64decode("".join(match.group(1).split()), validate=True))
-        except (binascii.Error, ValueError):
-            raise ValueError("a certificate block is not valid base64") from None
-    return certificates
-
-
-def thumbprints(der: bytes) -> dict[str, str]:
-    """SHA-1 and SHA-256 thumbprints (upper-case hex, as DPS reports them) of a DER certificate."""
-    return {
-        "sha1": hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - DPS identifies certificates by SHA-1 too
-        "sha256": hashlib.sha256(der).hexdigest().upper(),
-    }
-
-
-def _der_read(data: bytes, offset: int) -> tuple[int, int, int]:
-    """Read one DER TLV at offset: return (tag, content start, content end)."""
-    tag = data[offset]
-    length = data[offset + 1]
-    start = offset + 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4:
-            raise ValueError("unsupported DER length")
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    end = start + length
-    if end > len(data):
-        raise ValueError("truncated DER")
-    return tag, start, end
-
-
-def _der_children(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    children = []
-    offset = start
-    while offset < end:
-        child = _der_read(data, offset)
-        children.append(child)
-        offset = child[2]
-    return children
-
-
-def _tbs_fields(der: bytes) -> list:
-    """The fields of a DER certificate's tbsCertificate after the optional [0] version:
-    serialNumber, signature, issuer, validity, subject, ... (raises IndexError/ValueError when malformed)."""
-    _tag, start, end = _der_read(der, 0)  # Certificate
-    _tag, start, end = _der_children(der, start, end)[0]  # tbsCertificate
-    fields = _der_children(der, start, end)
-    return fields[1:] if fields[0][0] == 0xA0 else fields
-
-
-def certificate_common_name(der: bytes) -> str | None:
-    """The subject CN of a DER certificate, or None when it has none or cannot be parsed."""
-    try:
-        # serialNumber, signature, issuer, validity, subject
-        _tag, start, end = _tbs_fields(der)[4]
-        for _set_tag, set_start, set_end in _der_children(der, start, end):
-            for _seq_tag, seq_start, seq_end in _der_children(der, set_start, set_end):
-                oid, value = _der_children(der, seq_start, seq_end)[:2]
-                if der[oid[1] : oid[2]] == _OID_COMMON_NAME:
-                    encoding = "utf-16-be" if value[0] == 0x1E else "utf-8"
-                    return der[value[1] : value[2]].decode(encoding)
-    except (IndexError, ValueError, UnicodeDecodeError):
-        return None
-    return None
-
-
-def _oid_text(encoded: bytes) -> str:
-    """Dotted text of a DER-encoded OBJECT IDENTIFIER body."""
-    first = encoded[0]
-    parts = [str(min(first // 40, 2)), str(first - 40 * min(first // 40, 2))]
-    value = 0
-    for byte in encoded[1:]:
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            parts.append(str(value))
-            value = 0
-    return "OID." + ".".join(parts)
-
-
-def certificate_subject(der: bytes) -> str | None:
-    """The subject DN of a DER certificate as 'CN=..., O=...' (last RDN first, like DPS), or None when unparseable."""
-    try:
-        _tag, start, end = _tbs_fields(der)[4]
-        names = []
-        for _set_tag, set_start, set_end in _der_children(der, start, end):
-            for _seq_tag, seq_start, seq_end in _der_children(der, set_start, set_end):
-                oid, value = _der_children(der, seq_start, seq_end)[:2]
-                encoded_oid = der[oid[1] : oid[2]]
-                encoding = "utf-16-be" if value[0] == 0x1E else "utf-8"
-                text = der[value[1] : value[2]].decode(encoding)
-                names.append(f"{_DN_NAMES.get(encoded_oid) or _oid_text(encoded_oid)}={text}")
-    except (IndexError, ValueError, UnicodeDecodeError):
-        return None
-    return ", ".join(reversed(names))
-
-
-def _der_time(der: bytes, tag: int, start: int, end: int) -> float:
-    text = der[start:end].decode("ascii")
-    if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ (RFC 5280: 50-99 -> 19xx)
-        year = int(text[:2])
-        text = ("19" if year >= 50 else "20") + text
-    elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
-        raise ValueError("not a time")
-    if len(text) != 15 or not text.endswith("Z"):
-        raise ValueError("unsupported time format")
-    return float(calendar.timegm(time.strptime(text[:14], "%Y%m%d%H%M%S")))
-
-
-def certificate_validity(der: bytes) -> tuple[float, float] | None:
-    """(notBefore, notAfter) of a DER certificate as Unix times, or None when it cannot be parsed."""
-    try:
-        _tag, start, end = _tbs_fields(der)[3]  # serialNumber, signature, issuer, validity
-        times = _der_children(der, start, end)
-        return _der_time(der, *times[0]), _der_time(der, *times[1])
-    except (IndexError, ValueError, UnicodeDecodeError, OverflowError):
-        return None
-
-
 def is_already_assigned(state: dict | None, attestation: str, leaf_thumbprints: dict[str, str] | None) -> bool:
     """Whether a status-lookup result shows this device assigned with the attestation we would register with."""
     if not isinstance(state, dict) or state.get("status") != "assigned":
@@ -294,225 +108,14 @@ def is_already_assigned(state: dict | None, attestation: str, leaf_thumbprints: 
     return isinstance(state.get("symmetricKey"), dict)
 
 
-# --- retries ------------------------------------------------------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), clamped to [1, 30]; None when absent/bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, RETRY_AFTER_MIN), RETRY_AFTER_MAX)
-
-
-def backoff_delay(attempt: int, retry_after: float | None) -> float:
-    """Delay before retry number `attempt` (1-based): Retry-After if given, else 1, 2, 4 ... capped at 30 s."""
-    if retry_after is not None:
-        return retry_after
-    return min(RETRY_AFTER_MAX, float(2 ** (attempt - 1)))
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-
-
-class RetryLoop:
-    """The one bounded retry loop of every DPS client (device API and service API).
-
-    One overall deadline covers every request a module run sends, the waits between retries and any polling.
-    HTTP 429, 5xx and connection errors are retried, waiting Retry-After (clamped to [1, 30] s) or 1, 2, 4 ... s;
-    a retry that would end after the deadline is not attempted. Any other answer goes back to the caller, which
-    decides what it means. A server certificate that does not verify is never retried.
-    """
-
-    def __init__(
-        self,
-        transport: Transport,
-        subject: str,
-        timeout: float = 120,
-        request_timeout: float = 30,
-        log: t.Callable[[str], None] | None = None,
-        log_name: str = "dps_register",
-        clock: t.Callable[[], float] = time.monotonic,
-        wall_clock: t.Callable[[], float] = time.time,
-        sleep: t.Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.transport = transport
-        self.subject = subject
-        self.timeout = timeout
-        self.request_timeout = request_timeout
-        self.log = log or (lambda message: None)
-        self.log_name = log_name
-        self.clock = clock
-        self.wall_clock = wall_clock
-        self.sleep = sleep
-        self.deadline = clock() + timeout
-        self.attempts = 0
-        self.retries = 0
-        self.last_status: str | None = None
-
-    def timeout_error(self, what: str) -> DpsError:
-        return DpsError(
-            f"{self.subject}: DPS did not finish within timeout={_seconds(self.timeout)}s ({what}; "
-            f"{self.attempts} requests, {self.retries} retries); run again later or raise timeout",
-            timed_out=True,
-        )
-
-    def wait(self, delay: float, what: str) -> None:
-        """Sleep `delay` seconds, or raise the timeout error (naming `what`) when that would pass the deadline."""
-        if self.clock() + delay >= self.deadline:
-            raise self.timeout_error(what)
-        self.sleep(delay)
-
-    def send(
-        self,
-        method: str,
-        url: str,
-        data: bytes | None,
-        headers: t.Callable[[], dict[str, str]],
-        action: str,
-    ) -> Response:
-        """Send one request, retrying 429/5xx/connection errors with backoff inside the overall deadline.
-
-        `headers` is called for every attempt, so that a SAS token is made fresh for each one.
-        """
-        failures = 0
-        while True:
-            remaining = self.deadline - self.clock()
-            if remaining <= 0:
-                raise self.timeout_error(f"time ran out before {action}; last status: {self.last_status}")
-            self.attempts += 1
-            retry_after = None
-            try:
-                response = self.transport(method, url, data, headers(), min(self.request_timeout, remaining))
-            except CertificateVerifyError as error:
-                raise DpsError(
-                    f"{self.subject}: the DPS server certificate did not verify ({error}); "
-                    "set ca_path to the CA that signed it"
-                ) from None
-            except TransportError as error:
-                reason = f"connection error ({error})"
-            else:
-                if response.status != 429 and response.status < 500:
-                    return response
-                reason = f"HTTP {response.status}"
-                retry_after = parse_retry_after(response.headers.get("retry-after"), self.wall_clock())
-            self.last_status = reason
-            failures += 1
-            delay = backoff_delay(failures, retry_after)
-            if self.clock() + delay >= self.deadline:
-                raise self.timeout_error(f"{action} kept failing, last with {reason}")
-            self.retries += 1
-            self.log(f"{self.log_name} {self.subject}: {action} got {reason}; retry {failures} in {delay:.1f}s")
-            self.sleep(delay)
-
-
-class RetryingClient:
-    """What every DPS client has: one RetryLoop for the module run (one deadline), and its request counts."""
-
-    def __init__(self, *retry_args: t.Any, **retry_options: t.Any) -> None:
-        """The arguments are RetryLoop's."""
-        self.retry = RetryLoop(*retry_args, **retry_options)
-        self.wall_clock = self.retry.wall_clock
-
-    @property
-    def attempts(self) -> int:
-        return self.retry.attempts
-
-    @property
-    def retries(self) -> int:
-        return self.retry.retries
-
-    def refused(self, response: Response, what: str, kind: type = DpsError, **extra: t.Any) -> DpsError:
-        """The error for an answer that refused `what` was asked: '<subject>: <what> failed: HTTP <status>
-        (<errorCode>): <message>', with DPS's fields; `kind` and `extra` for a client's own error type."""
-        error_code, message, tracking_id = error_fields(response)
-        code = f" ({error_code})" if error_code is not None else ""
-        return kind(
-            f"{self.retry.subject}: {what} failed: HTTP {response.status}{code}: {message}",
-            status=response.status,
-            error_code=error_code,
-            tracking_id=tracking_id,
-            detail=message,
-            **extra,
-        )
-
-
-def error_fields(response: Response) -> tuple[int | None, str, str | None]:
-    """(errorCode, message, trackingId) of a DPS error answer; the message falls back to the raw body."""
-    body = response.json if isinstance(response.json, dict) else {}
-    error_code = body.get("errorCode")
-    try:
-        error_code = int(error_code) if error_code is not None else None
-    except (TypeError, ValueError):
-        error_code = None
-    message = body.get("message") or body.get("Message") or response.raw.decode("utf-8", "replace").strip()
-    return error_code, message or "no error body", body.get("trackingId")
-
-
-# --- transport ----------------------------------------------------------------------------------------------------
-
-
-def urls_transport(
-    client_cert: str | None = None,
-    client_key: str | None = None,
-    ca_path: str | None = None,
-    validate_certs: bool = True,
-    user_agent: str = USER_AGENT,
-) -> Transport:
-    """A transport built on ansible.module_utils.urls.Request (TLS client certificate, CA path, timeouts)."""
-    request = Request(
-        validate_certs=validate_certs,
-        client_cert=client_cert,
-        client_key=client_key,
-        ca_path=ca_path,
-        http_agent=user_agent,
-        follow_redirects="none",
-        use_proxy=True,
-    )
-
-    def send(method: str, url: str, data: bytes | None, headers: dict, timeout: float) -> Response:
-        try:
-            response = request.open(method, url, data=data, headers=headers, timeout=timeout)
-            return Response(response.status, dict(response.headers.items()), response.read())
-        except urllib.error.HTTPError as error:
-            body = b""
-            try:
-                body = error.read()
-            except (OSError, http.client.HTTPException):
-                body = b""
-            return Response(error.code, dict(error.headers.items()) if error.headers else {}, body)
-        except urllib.error.URLError as error:
-            reason = error.reason
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise CertificateVerifyError(str(reason.verify_message or reason)) from None
-            raise TransportError(str(reason)) from None
-        except ssl.SSLCertVerificationError as error:
-            raise CertificateVerifyError(str(error.verify_message or error)) from None
-        except (OSError, http.client.HTTPException) as error:
-            # connection reset/refused, RemoteDisconnected, read timeouts, TLS alerts
-            raise TransportError(f"{type(error).__name__}: {error}") from None
-
-    return send
-
-
 # --- the client ---------------------------------------------------------------------------------------------------
 
 
 class DpsClient(RetryingClient):
     """DPS device API for one registration: status lookup, register, poll; bounded by one overall deadline."""
+
+    service = "DPS"
+    error_type = DpsError
 
     def __init__(
         self,

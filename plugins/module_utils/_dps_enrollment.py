@@ -17,16 +17,16 @@ import textwrap
 import typing as t
 from dataclasses import dataclass, field
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
-    certificate_common_name,
-    certificate_subject,
-    pem_certificates,
-    thumbprints,
-)
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     MASK,
     mask_record,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._x509_der import (
+    certificate_common_name,
+    certificate_subject,
+    pem_certificates,
+    thumbprints,
 )
 
 # Fields DPS manages itself: never compared, never sent back.

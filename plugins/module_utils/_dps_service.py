@@ -2,8 +2,8 @@
 """Azure IoT Hub Device Provisioning Service (DPS) *service* API client: enrollments and registration records.
 
 DESIGN.md section 4b. Runs on the controller with the Python standard library and ansible.module_utils only.
-Every request goes through `_dps.RetryLoop` (the same bounded retry loop as the device client); the transport is
-`_dps.urls_transport` or, in unit tests, a fake.
+Every request goes through `_http.RetryLoop` (the same bounded retry loop as the device client); the transport is
+`_http.urls_transport` or, in unit tests, a fake.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     DpsError,
-    Response,
-    RetryingClient,
-    Transport,
     check_connection_options,
     decode_key,
     fail_with_counts,
     split_provisioning_host,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._http import (
+    Response,
+    RetryingClient,
+    Transport,
     urls_transport,
 )
 
@@ -299,6 +301,9 @@ def mask_record(record: t.Any) -> t.Any:
 
 class DpsServiceClient(RetryingClient):
     """DPS service API: enrollments, enrollment groups, registration records; one overall deadline per run."""
+
+    service = "DPS"
+    error_type = DpsError
 
     def __init__(
         self,

@@ -186,10 +186,9 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     API_VERSIONS,
     DEFAULT_API_VERSION,
     DEFAULT_PROVISIONING_HOST,
+    USER_AGENT,
     DpsClient,
     DpsError,
-    certificate_common_name,
-    certificate_validity,
     check_connection_options,
     decode_key,
     derive_device_key,
@@ -197,14 +196,18 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     explain_error,
     fail_with_counts,
     is_already_assigned,
-    pem_certificates,
     split_provisioning_host,
-    thumbprints,
-    urls_transport,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._http import urls_transport
 from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import (
     registration_id_argument_spec,
     registration_id_problem,
+)
+from ansible_collections.iotfleet.aziot.plugins.module_utils._x509_der import (
+    certificate_common_name,
+    certificate_validity,
+    pem_certificates,
+    thumbprints,
 )
 
 
@@ -333,6 +336,7 @@ def register(module: AnsibleModule) -> dict:
         id_scope=params["id_scope"].strip(),
         registration_id=registration_id,
         transport=urls_transport(
+            user_agent=USER_AGENT,
             client_cert=params["client_cert"] if x509 else None,
             client_key=params["client_key"] if x509 else None,
             ca_path=params["ca_path"],

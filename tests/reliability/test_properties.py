@@ -2,8 +2,8 @@
 
 They may refuse an input, but only with their own error types, which the modules turn into one-line messages:
 ConfigError (_aziot_validation) / TomlSyntaxError (_aziot_toml), PkiError (_pki), ValueError from
-_dps.pem_certificates (dps_register catches it); _dps.certificate_common_name / certificate_validity return None for
-what they cannot parse, and what they return for a certificate is what cryptography reads.
+_x509_der.pem_certificates (dps_register catches it); _x509_der.certificate_common_name / certificate_validity return
+None for what they cannot parse, and what they return for a certificate is what cryptography reads.
 Example counts are modest so that the whole file runs in seconds.
 """
 
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot_toml, _aziot_validation, _dps, _pki
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _aziot_toml, _aziot_validation, _pki, _x509_der
 from tests.support.pki import DAY, Pki, issue
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -163,16 +163,16 @@ def test_pem_loaders_only_raise_pki_error(certs: dict, data) -> None:
     # what they read from a certificate cryptography can parse is what cryptography reads (the unmutated source's
     # certificates are always among them, so that every example checks the agreement at least once)
     try:
-        ders = _dps.pem_certificates(mutated.decode("latin-1"))
+        ders = _x509_der.pem_certificates(mutated.decode("latin-1"))
     except ValueError:
         ders = []
-    for der in [*ders, mutated, *_dps.pem_certificates(source.decode("latin-1"))]:
+    for der in [*ders, mutated, *_x509_der.pem_certificates(source.decode("latin-1"))]:
         assert_reads_like_cryptography(der)
 
 
 def assert_reads_like_cryptography(der: bytes) -> None:
-    common_name = _dps.certificate_common_name(der)
-    validity = _dps.certificate_validity(der)
+    common_name = _x509_der.certificate_common_name(der)
+    validity = _x509_der.certificate_validity(der)
     assert common_name is None or type(common_name) is str
     assert validity is None or (len(validity) == 2 and all(type(value) is float for value in validity))
     try:
@@ -206,4 +206,4 @@ def test_certificate_validity_agrees_with_cryptography(certs: dict) -> None:
     for cert in [certs["leaf"], *certs["pool"]]:
         der = cert.public_bytes(serialization.Encoding.DER)
         expected = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
-        assert _dps.certificate_validity(der) == expected
+        assert _x509_der.certificate_validity(der) == expected

@@ -1,4 +1,5 @@
-"""Fakes for the collection's DPS clients (plugins/module_utils/_dps.py, _dps_service.py): no network, no waiting.
+"""Fakes for the collection's DPS clients (plugins/module_utils/_dps.py, _dps_service.py, both on _http.py): no network,
+no waiting.
 
 - `reply(status, body, retry_after=1)`: a transport answer (`Response`), headers from keywords (`_` -> `-`).
 - `FakeTransport(*script)`: answers requests from a script (answers, exceptions to raise) and records each request.
@@ -12,7 +13,7 @@ import json
 from types import ModuleType
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _dps_service
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import Response
+from ansible_collections.iotfleet.aziot.plugins.module_utils._http import Response
 from tests.support.modules import ModuleRun, run_module
 
 WALL_CLOCK = 1700000000.0

@@ -14,12 +14,9 @@ import urllib.parse
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
-    DpsClient,
-    DpsError,
-    TransportError,
-)
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _http, _x509_der
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsClient, DpsError
+from ansible_collections.iotfleet.aziot.plugins.module_utils._http import TransportError
 from tests.support.dps_fakes import FakeClock, FakeTransport, reply
 
 GROUP_KEY = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -127,16 +124,16 @@ def test_request_shape():
     [("3", 3.0), ("0", 1.0), ("-5", 1.0), ("600", 30.0), ("2.5", 2.5), ("soon", None), (None, None)],
 )
 def test_retry_after_clamped(header, expected):
-    assert _dps.parse_retry_after(header) == expected
+    assert _http.parse_retry_after(header) == expected
 
 
 def test_retry_after_http_date():
-    assert _dps.parse_retry_after("Tue, 14 Nov 2023 22:13:25 GMT", now=1700000000.0) == 5.0
+    assert _http.parse_retry_after("Tue, 14 Nov 2023 22:13:25 GMT", now=1700000000.0) == 5.0
 
 
 def test_backoff_exponential_and_bounded():
-    assert [_dps.backoff_delay(n, None) for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 4, 8, 16, 30, 30]
-    assert _dps.backoff_delay(3, 7.0) == 7.0
+    assert [_http.backoff_delay(n, None) for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 4, 8, 16, 30, 30]
+    assert _http.backoff_delay(3, 7.0) == 7.0
 
 
 def test_retries_429_500_and_connection_errors():
@@ -242,12 +239,12 @@ def test_failed_status_is_returned_for_the_caller():
 
 
 def test_is_already_assigned_x509_by_thumbprint():
-    prints = _dps.thumbprints(b"leaf der")
+    prints = _x509_der.thumbprints(b"leaf der")
     state = dict(ASSIGNED_STATE, x509={"certificateInfo": {"sha1Thumbprint": prints["sha1"].lower()}})
     assert _dps.is_already_assigned(state, "x509", prints)
     state256 = dict(ASSIGNED_STATE, x509={"certificateInfo": {"sha256Thumbprint": prints["sha256"]}})
     assert _dps.is_already_assigned(state256, "x509", prints)
-    assert not _dps.is_already_assigned(state, "x509", _dps.thumbprints(b"renewed leaf"))
+    assert not _dps.is_already_assigned(state, "x509", _x509_der.thumbprints(b"renewed leaf"))
     assert not _dps.is_already_assigned(dict(state, status="failed"), "x509", prints)
     assert not _dps.is_already_assigned(None, "x509", prints)
     assert not _dps.is_already_assigned(state, "symmetric_key", None)
@@ -290,12 +287,12 @@ def _make_chain(tmp_path, cn: str) -> tuple[str, bytes]:
 def test_pem_parsing_cn_and_thumbprints(tmp_path):
     pem1, der1 = _make_chain(tmp_path, "pi-0042")
     pem2, der2 = _make_chain(tmp_path, "Intermediate CA")
-    chain = _dps.pem_certificates(pem1 + "\n" + pem2)
+    chain = _x509_der.pem_certificates(pem1 + "\n" + pem2)
     assert chain == [der1, der2]
-    assert _dps.certificate_common_name(der1) == "pi-0042"
-    assert _dps.certificate_common_name(der2) == "Intermediate CA"
-    assert _dps.certificate_common_name(b"\x30\x03garbage") is None
-    assert _dps.thumbprints(der1)["sha256"] == hashlib.sha256(der1).hexdigest().upper()
+    assert _x509_der.certificate_common_name(der1) == "pi-0042"
+    assert _x509_der.certificate_common_name(der2) == "Intermediate CA"
+    assert _x509_der.certificate_common_name(b"\x30\x03garbage") is None
+    assert _x509_der.thumbprints(der1)["sha256"] == hashlib.sha256(der1).hexdigest().upper()
 
 
 # --- error explanations -------------------------------------------------------------------------------------------
@@ -352,8 +349,10 @@ def _transport_with(monkeypatch, outcome):
         created.update(kwargs)
         return fake
 
-    monkeypatch.setattr(_dps, "Request", factory)
-    send = _dps.urls_transport(client_cert="/c.pem", client_key="/k.pem", ca_path="/ca.pem", validate_certs=True)
+    monkeypatch.setattr(_http, "Request", factory)
+    send = _http.urls_transport(
+        _dps.USER_AGENT, client_cert="/c.pem", client_key="/k.pem", ca_path="/ca.pem", validate_certs=True
+    )
     return send, fake, created
 
 

@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _dps_service
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsError, RetryLoop, TransportError
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsError
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     ENROLLMENTS,
@@ -20,6 +20,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import
     PreconditionFailed,
     ServiceError,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._http import RetryLoop, TransportError
 from tests.support.dps_fakes import FakeClock, FakeTransport, reply
 
 POLICY_KEY_BYTES = b"policy-key-material-0123456789ab"
@@ -277,7 +278,7 @@ def test_retry_loop_is_the_one_both_clients_use():
 
 def test_retry_loop_wait_stops_at_the_deadline():
     clock = FakeClock(500.0)
-    loop = RetryLoop(FakeTransport(), "x", 10, 5, clock=clock, sleep=clock.sleep)
+    loop = RetryLoop(FakeTransport(), "x", 10, 5, clock=clock, sleep=clock.sleep, service="DPS", error_type=DpsError)
     loop.wait(4, "polling")
     with pytest.raises(DpsError, match=r"x: DPS did not finish within timeout=10s \(still polling; 0 requests"):
         loop.wait(6, "still polling")

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps
+from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _x509_der
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_register
 from tests.support.dps_fakes import reply
 from tests.support.pki import Pki
@@ -27,7 +27,7 @@ def harness(service_module):
 def device_files(tmp_path):
     """Chain (leaf + intermediate), leaf-only and key files for CN pi-0042."""
     device = Pki(tmp_path).device("pi-0042")
-    return dict(device.files(), thumbprints=_dps.thumbprints(device.issued.der))
+    return dict(device.files(), thumbprints=_x509_der.thumbprints(device.issued.der))
 
 
 def x509_args(files, **extra) -> dict:
