@@ -195,6 +195,35 @@ def test_disabled_and_failed_results(harness, device_files):
     assert result.result["msg"] == "pi-0042: DPS registration failed (errorCode 400209): hub not linked"
 
 
+def test_disabled_is_final_at_once(harness, device_files):
+    """Fault 4 of issue 19 ("a registration refused as disabled is retried three times"): a disabled answer, in the
+    operation result or as an HTTP refusal, ends the run at once - the three requests are the status lookup, the
+    register and one operation poll, none of them a retry."""
+    disabled = {"status": "disabled", "errorMessage": "individual enrollment 'pi-0042' is disabled"}
+    result = register(
+        harness,
+        x509_args(device_files),
+        reply(200, disabled),  # the status lookup shows the last attempt; the enrollment may be enabled since
+        reply(202, {"operationId": "o", "status": "assigning"}, Retry_After=3),
+        reply(200, {"operationId": "o", "status": "disabled", "registrationState": disabled}),
+    )
+    assert result.failed
+    assert harness.methods() == [
+        "POST 0ne00000A1B/registrations/pi-0042",
+        "PUT 0ne00000A1B/registrations/pi-0042/register",
+        "GET 0ne00000A1B/registrations/pi-0042/operations/o",
+    ]
+    assert (result.result["attempts"], result.result["retries"], harness.sleeps) == (3, 0, [3.0])
+    assert result.result["msg"] == (
+        "pi-0042: enrollment is disabled in DPS (individual enrollment 'pi-0042' is disabled); enable the enrollment "
+        "(or this device's registration) in DPS and run again"
+    )
+    refused = reply(401, {"errorCode": 401003, "message": "Enrollment is disabled"})
+    result = register(harness, x509_args(device_files), reply(404, {}), refused)
+    assert (result.result["attempts"], result.result["retries"], harness.sleeps) == (2, 0, [])
+    assert result.result["msg"].startswith("pi-0042: enrollment is disabled in DPS (401003): Enrollment is disabled")
+
+
 def test_validate_certs_false_warns(harness, device_files):
     register(harness, x509_args(device_files, validate_certs=False), reply(200, assigned_state(device_files)))
     assert harness.transport_options["validate_certs"] is False
