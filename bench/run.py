@@ -27,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -272,8 +273,27 @@ def podman_gateway() -> str:
     return data[0]["subnets"][0]["gateway"]
 
 
-def ssh_config(path: Path, devices: list[Device], ssh_dir: Path) -> Path:
-    """An ssh_config naming each device, for method A's ssh loop (same key, known_hosts and ControlPersist)."""
+# sun_path holds 108 bytes with its NUL; stay below 100 so that a longer %C or temporary suffix still fits.
+SSH_SOCKET_PATH_MAX = 100
+
+
+def ssh_control_dir() -> Path:
+    """This run's directory of SSH ControlMaster sockets: short and under /tmp, never under the checkout.
+
+    A socket path must fit in sun_path (108 bytes) whatever the checkout's path, and ssh appends '.' and 16
+    random characters to it while it creates the socket: /tmp/iotf.XXXXXXXX/<40 hex>.<16> is 76 bytes.
+    """
+    return Path(tempfile.mkdtemp(prefix="iotf.", dir="/tmp"))
+
+
+def ssh_control_path(control_dir: Path) -> str:
+    """ssh's ControlPath in `control_dir`: %C, the 40-character hash of the connection (host, port, user)."""
+    return f"{control_dir}/%C"
+
+
+def ssh_config(path: Path, devices: list[Device], ssh_dir: Path, control_dir: Path) -> Path:
+    """An ssh_config naming each device, for method A's ssh loop (same key, known_hosts and ControlPersist; the
+    sockets in `control_dir`, from ssh_control_dir())."""
     lines = []
     for device in devices:
         lines += [
@@ -286,7 +306,7 @@ def ssh_config(path: Path, devices: list[Device], ssh_dir: Path) -> Path:
             "  StrictHostKeyChecking accept-new",
             "  ControlMaster auto",
             "  ControlPersist 60s",
-            f"  ControlPath {ssh_dir}/cp-%C",
+            f"  ControlPath {ssh_control_path(control_dir)}",
         ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -480,9 +500,38 @@ def run_playbook_sliced(
 SLICE_FIELDS = ("wall_s", "cpu_user_s", "cpu_sys_s", "changed", "peak_pss_tree_mib", "max_rss_single_mib")
 
 
-def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, work: Path) -> dict[str, Any]:
+def start_cell(
+    args: argparse.Namespace,
+    cell_dir: Path,
+    hosts: list[str],
+    enrollments: Path,
+    ssh_dir: Path,
+    control_dir: Path | None,
+) -> Any:
+    """Start the cell's containers (a container target) and then its DPS emulator; return the emulator."""
     from dps_emulator.testing import EmulatorStartError, start_emulator
 
+    container_target = args.target in ("podman", "ssh")
+    if container_target:
+        # Containers first: the emulator listens on the podman bridge, which has no address before they run.
+        devices = start_containers(hosts, args.image.rpartition(":")[2], ssh_dir)
+        if control_dir is not None:
+            ssh_config(cell_dir / "ssh_config", devices, ssh_dir, control_dir)
+    try:
+        return start_emulator(
+            enrollments,
+            cell_dir / "dps",
+            host=podman_gateway() if container_target else "127.0.0.1",
+            python=sys.executable,
+            extra_args=["--quiet"],
+        )
+    except EmulatorStartError as error:
+        if container_target and not args.keep:
+            stop(hosts)
+        raise BenchError(f"the DPS emulator did not start: {error}") from error
+
+
+def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, work: Path) -> dict[str, Any]:
     cell_dir = work / f"{key_type}-{size}-r{repeat}"
     if cell_dir.exists():
         shutil.rmtree(cell_dir)
@@ -512,22 +561,15 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         "load_before": loadavg(),
     }
     phases: dict[str, dict[str, Any]] = {}
-    if container_target:
-        # Containers first: the emulator listens on the podman bridge, which has no address before they run.
-        devices = start_containers(hosts, args.image.rpartition(":")[2], ssh_dir)
-        ssh_config(cell_dir / "ssh_config", devices, ssh_dir)
+    control_dir = ssh_control_dir() if args.target == "ssh" else None
+    if control_dir is not None:
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(control_dir)  # Ansible's own ControlPath (%(directory)s/<hash>)
     try:
-        emulator = start_emulator(
-            enrollments,
-            cell_dir / "dps",
-            host=podman_gateway() if container_target else "127.0.0.1",
-            python=sys.executable,
-            extra_args=["--quiet"],
-        )
-    except EmulatorStartError as error:
-        if container_target and not args.keep:
-            stop(hosts)
-        raise BenchError(f"the DPS emulator did not start: {error}") from error
+        emulator = start_cell(args, cell_dir, hosts, enrollments, ssh_dir, control_dir)
+    except BaseException:
+        if control_dir is not None:
+            shutil.rmtree(control_dir, ignore_errors=True)
+        raise
     try:
         if container_target:
             push_to_containers(hosts, Path(emulator.ca_cert))
@@ -593,6 +635,8 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         emulator.stop()
         if container_target and not args.keep:
             stop(hosts)
+        if control_dir is not None:
+            shutil.rmtree(control_dir, ignore_errors=True)
     cell["load_after"] = loadavg()
     cell["phases"] = phases
     cell["ratios"] = cell_ratios(phases)
