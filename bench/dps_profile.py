@@ -1,6 +1,6 @@
 """Where a device's time goes in the DPS phase: Retry-After waiting, our client's requests, the module start.
 
-The bench's DPS phase runs `dps_register` for every device through Ansible (bench/run.py). This profile runs
+The bench's DPS phase runs `dps_register` for every device through Ansible (bench/fleet.py). This profile runs
 the same client code (plugins/module_utils/_dps.py over _http.py, with the same urls transport and mutual TLS) in one
 process, one device after another, against the same emulator settings (`Retry-After: 3`, 1 s assigning), and
 splits each device's registration into the time spent sleeping on Retry-After and the time spent in requests.
@@ -28,12 +28,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT / ".collections"))
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(BENCH_DIR))
 
-import run as bench_run
 from dps_emulator.testing import start_emulator
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _http, _pki
+from bench import fleet, measure
 
 MODULE = "ansible_collections.iotfleet.aziot.plugins.modules.dps_register"
 
@@ -81,7 +80,7 @@ def profile(count: int) -> dict[str, Any]:
         directory = Path(scratch)
         root_path, devices = make_devices(directory, count)
         enrollments = directory / "enrollments.yml"
-        bench_run.write_enrollments(enrollments, root_path)
+        fleet.write_enrollments(enrollments, root_path)
         emulator = start_emulator(enrollments, directory / "dps", python=sys.executable, extra_args=["--quiet"])
         rows = []
         try:
@@ -93,7 +92,7 @@ def profile(count: int) -> dict[str, Any]:
                     time.sleep(seconds)
 
                 client = _dps.DpsClient(
-                    id_scope=bench_run.ID_SCOPE,
+                    id_scope=fleet.ID_SCOPE,
                     registration_id=name,
                     transport=_http.urls_transport(
                         _dps.USER_AGENT,
@@ -139,17 +138,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, help="results JSON (default: print only)")
     args = parser.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
-    load_before = bench_run.loadavg()
+    load_before = measure.loadavg()
     results = {
         "schema": 1,
         "command": " ".join(["bench/dps_profile.py", *argv]),
         "started": started.isoformat(timespec="seconds"),
-        "machine": bench_run.machine_description(),
+        "machine": measure.machine_description(),
         "emulator": {"retry_after_s": 3, "assignment_delay_s": 1.0},
         "load_before": load_before,
         "cold_start": cold_import_seconds(5),
         **profile(args.devices),
-        "load_after": bench_run.loadavg(),
+        "load_after": measure.loadavg(),
     }
     median = results["median"]
     cold = results["cold_start"]

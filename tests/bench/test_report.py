@@ -1,16 +1,12 @@
-"""bench/run.py's report arithmetic: scaling pairs and merged files (the numbers docs/benchmarks.md quotes)."""
+"""bench/report.py: the report arithmetic: scaling pairs and merged files (the numbers docs/benchmarks.md quotes)."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).resolve().parents[2] / "bench" / "run.py")
-bench_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_run)
+from bench import report
 
 
 def phase(wall_s: float) -> dict:
@@ -42,7 +38,7 @@ def results(cells: list[dict], kernel: str = "6.18-a", cpus: int = 2) -> dict:
 
 
 def test_scaling_pairs_sizes_of_the_same_repeat():
-    rows = bench_run.scaling(
+    rows = report.scaling(
         [cell(150, 1, 100.0, 80.0), cell(1000, 1, 700.0, 600.0), cell(150, 2, 120.0, 90.0), cell(1000, 2, 900.0, 630.0)]
     )
     first = next(row for row in rows if row["tag"] == "first")
@@ -54,21 +50,21 @@ def test_scaling_pairs_sizes_of_the_same_repeat():
 
 
 def test_merged_files_never_pair_cells_of_different_runs():
-    merged = bench_run.merge_results([results([cell(150, 1, 100.0, 80.0)]), results([cell(1000, 1, 700.0, 600.0)])])
+    merged = report.merge_results([results([cell(150, 1, 100.0, 80.0)]), results([cell(1000, 1, 700.0, 600.0)])])
     assert [c["repeat"] for c in merged["cells"]] == [1, 2]
-    assert bench_run.scaling(merged["cells"]) == []
+    assert report.scaling(merged["cells"]) == []
 
 
 def test_merged_files_keep_pairs_inside_one_file():
     both = results([cell(150, 1, 100.0, 80.0), cell(1000, 1, 800.0, 600.0)])
-    merged = bench_run.merge_results([both, copy.deepcopy(both)])
-    first = next(row for row in bench_run.scaling(merged["cells"]) if row["tag"] == "first")
+    merged = report.merge_results([both, copy.deepcopy(both)])
+    first = next(row for row in report.scaling(merged["cells"]) if row["tag"] == "first")
     assert [run for run, *_ in first["per_run"]] == ["f1r1", "f2r1"]
     assert first["median"] == 8.0
 
 
 def test_merge_lists_another_kernel_build_but_refuses_another_machine():
-    merged = bench_run.merge_results([results([], kernel="6.18-a"), results([], kernel="6.18-b")])
+    merged = report.merge_results([results([], kernel="6.18-a"), results([], kernel="6.18-b")])
     assert merged["machine"]["kernel"] == "6.18-a / 6.18-b"
     with pytest.raises(SystemExit, match="differ in machine"):
-        bench_run.merge_results([results([], cpus=2), results([], cpus=4)])
+        report.merge_results([results([], cpus=2), results([], cpus=4)])

@@ -1,0 +1,1 @@
+"""The fleet benchmark (bench/run.py is its command line; see bench/README.md)."""
