@@ -162,6 +162,30 @@ def test_a_users_handler_hears_of_a_new_identity(fleet: SimulatedFleet, tmp_path
     assert "RUNNING HANDLER [Restart my application]" in renewed.stdout
 
 
+@pytest.mark.parametrize(
+    ("extra_var", "line"),
+    [
+        ("renew_within_days=soon", "argument 'renew_within_days' is of type str and we were unable to convert to int"),
+        ("renew_within_days=-3", "renew_within_days=-3: renew_within_days must be a number of days, 0 or more"),
+        ("renew_max_fail_percentage=120", "renew_max_fail_percentage must be a percentage from 0 to 100"),
+        ("renew_serial=1,soon", "renew_serial=1,soon: renew_serial must be batch sizes"),
+    ],
+)
+def test_renew_refuses_a_bad_extra_var_in_one_line(fleet: SimulatedFleet, extra_var: str, line: str) -> None:
+    """Fault 2 of issue 19: `-e renew_within_days=soon` renewed nothing and exited 0 ("window: soon days")."""
+    run = fleet.playbook("renew.yml", "-l", "dt_renew", "-e", extra_var)
+    assert run.returncode != 0, run.output()
+    assert line in run.stdout, run.output()
+    assert changed_hosts(run) == set() and "Renew device certificates in batches" not in run.stdout, run.recap
+
+
+def test_reissue_refuses_a_bad_extra_var_in_one_line(fleet: SimulatedFleet) -> None:
+    run = fleet.playbook("reissue.yml", "-l", "dt-renew-2", "-e", "reissue_new_key=maybe")
+    assert run.returncode != 0, run.output()
+    assert "argument 'reissue_new_key' is of type str and we were unable to convert to bool" in run.stdout
+    assert changed_hosts(run) == set(), run.recap
+
+
 # --- replace.yml ----------------------------------------------------------------------------------------------------
 
 
