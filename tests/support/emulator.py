@@ -38,20 +38,21 @@ def fleet_config(id_scope: str, hub: str, root_ca: Path, group_key: str, prefix:
     }
 
 
-def start_dps_emulator(directory: Path, config: dict | str, filename: str = "dps.yml") -> Emulator:
-    """Write `config` to `directory/filename` and start an emulator with its state in `directory/state`."""
+def start_dps_emulator(directory: Path, config: dict | str, filename: str = "dps.yml", **options) -> Emulator:
+    """Write `config` to `directory/filename` and start an emulator with its state in `directory/state`; `options`
+    go to `start_emulator` (host, port, extra_args)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / filename
     config_path.write_text(config if isinstance(config, str) else yaml.safe_dump(config), encoding="utf-8")
-    return start_emulator(config_path, directory / "state")
+    return start_emulator(config_path, directory / "state", **options)
 
 
 @pytest.fixture(scope="session")
 def dps_emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorFactory]:
     started: list[Emulator] = []
 
-    def start(config: dict | str, name: str = "dps") -> Emulator:
-        emulator = start_dps_emulator(tmp_path_factory.mktemp(name), config)
+    def start(config: dict | str, name: str = "dps", **options) -> Emulator:
+        emulator = start_dps_emulator(tmp_path_factory.mktemp(name), config, **options)
         started.append(emulator)
         return emulator
 
