@@ -77,6 +77,16 @@ unit: venv ## pytest tests/unit tests/bench (no network, no containers)
 integration: venv ## real playbooks and the DPS emulator's own suite, against the emulator
 	pytest -q tests/integration tests/emulator $(PYTEST_ARGS)
 
+# The DPS emulator judged by Microsoft's Node SDKs (docs/dps_emulator.md, "Judged by Microsoft's SDKs"): npm installs
+# the exact versions of tests/sdk/package-lock.json without running install scripts, then the SDKs drive the emulator.
+.PHONY: sdk
+sdk: venv tests/sdk/node_modules/.installed ## Microsoft's Node DPS SDKs (service, device X.509 + symmetric key) against the emulator
+	pytest -q tests/sdk $(PYTEST_ARGS)
+
+tests/sdk/node_modules/.installed: tests/sdk/package-lock.json
+	npm ci --prefix tests/sdk --ignore-scripts --no-audit --no-fund
+	touch $@
+
 # The fault matrix (docs/reliability.md): DPS faults, killed writes, read-only/full filesystems, secrets, fuzzing.
 reliability: venv ## the fault matrix: DPS faults, killed writes, full/read-only filesystems, fuzzing
 	pytest -q tests/reliability $(PYTEST_ARGS)
@@ -100,7 +110,7 @@ containers: venv images ## the device images, and the modules over SSH as pi wit
 molecule: venv images ## every molecule scenario against container targets
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
-test: lint sanity unit integration reliability daytwo bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
+test: lint sanity unit integration sdk reliability daytwo bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
 	@echo "make test: all suites passed"
 
 # AWX / Automation Platform (issue 16, docs/awx.md): the built tarball installed offline and run from the install,

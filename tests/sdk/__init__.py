@@ -1,0 +1,1 @@
+"""The DPS emulator judged by Microsoft's Node SDKs (make sdk)."""
