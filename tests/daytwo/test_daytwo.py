@@ -33,6 +33,7 @@ COHORTS = {
     "dt_roll": ["dt-roll-1", "dt-roll-2"],
     "dt_watch": ["dt-watch-short", "dt-watch-ok"],
     "dt_revoke": ["dt-revoke-1"],
+    "dt_stolen": ["dt-stolen-renew", "dt-stolen-reinstate"],
 }
 # Certificates issued for 20 days at first (a pilot), due for renewal within 30 days.
 PILOT = {"device_identity_valid_days": 20, "device_identity_renew_before": 10}
@@ -279,6 +280,75 @@ def test_replace_a_device_with_an_individual_enrollment(fleet: SimulatedFleet, t
     assert_replaced(fleet, host, stolen, hub)
     refused = fleet.register(host, chain=stolen["chain"], key=stolen["key"])
     assert refused.get("failed") and refused.get("http_status") == 401, refused
+
+
+def replace_stolen(fleet: SimulatedFleet, host: str, where: Path) -> dict[str, Path]:
+    """The stolen-device path: revoke.yml, new hardware at the address, replace.yml -e replace_enable=true. Returns
+    the stolen hardware's identity (key, chain), which DPS must keep refusing."""
+    revoked = fleet.playbook("revoke.yml", "-l", host)
+    assert revoked.returncode == 0, revoked.output()
+    stolen = fleet.keep_old_identity(host, where)
+    fleet.new_hardware(host)
+    replaced = fleet.playbook("replace.yml", "-l", host, extra_vars={"replace_enable": True})
+    assert replaced.returncode == 0, replaced.output()
+    assert_in_step(fleet, host, stolen)
+    return stolen
+
+
+def assert_in_step(fleet: SimulatedFleet, host: str, stolen: dict[str, Path]) -> None:
+    """The device's individual enrollment holds the certificate the device holds (and no other), enabled: the device
+    registers, the stolen hardware does not."""
+    enrollment = individual_enrollment(fleet, host)
+    assert enrollment is not None and enrollment["provisioningStatus"] == "enabled", enrollment
+    assert enrolled_thumbprints(enrollment) == {"primary": thumbprint(fleet.files(host)["cert"])}, host
+    assert fleet.register(host).get("status") == "assigned", host
+    refused = fleet.register(host, chain=stolen["chain"], key=stolen["key"])
+    assert refused.get("failed") and refused.get("http_status") == 401, refused
+
+
+def test_a_replaced_stolen_device_is_renewed_and_reissued_in_step(fleet: SimulatedFleet, tmp_path: Path) -> None:
+    """Fault 1 of issue 19: after the stolen-device replacement the device has an individual enrollment; renew.yml and
+    reissue.yml give it a new certificate and its enrollment must follow, before the device registers."""
+    host = "dt-stolen-renew"
+    stolen = replace_stolen(fleet, host, tmp_path / "stolen")
+    replaced = fleet.files(host)["cert"].read_bytes()
+
+    renewed = fleet.playbook("renew.yml", "-l", host, extra_vars={"renew_within_days": 400})
+    assert renewed.returncode == 0, renewed.output()
+    assert "renewed 1 of 1 devices" in renewed.stdout, renewed.output()
+    assert fleet.files(host)["cert"].read_bytes() != replaced
+    assert fleet.hub_devices()[host]["sha256Thumbprint"] == thumbprint(fleet.files(host)["cert"])
+    assert_in_step(fleet, host, stolen)
+
+    hub = fleet.hub_devices()
+    again = fleet.playbook("renew.yml", "-l", host)
+    assert again.returncode == 0, again.output()
+    assert not any(counts["changed"] for counts in again.recap.values()), again.recap  # DPS writes count too
+    assert fleet.hub_devices() == hub
+
+    reissued = fleet.playbook("reissue.yml", "-l", host)
+    assert reissued.returncode == 0, reissued.output()
+    assert fleet.hub_devices()[host]["sha256Thumbprint"] == thumbprint(fleet.files(host)["cert"])
+    assert_in_step(fleet, host, stolen)
+
+
+def test_reinstate_keeps_the_stolen_hardware_out(fleet: SimulatedFleet, tmp_path: Path) -> None:
+    """A replaced device revoked again and reinstated is reinstated on its current certificate (its individual
+    enrollment enabled), not by deleting the enrollment - which would let the stolen hardware back in through the
+    group, whose CA signed its certificate too."""
+    host = "dt-stolen-reinstate"
+    stolen = replace_stolen(fleet, host, tmp_path / "stolen")
+    revoked = fleet.playbook("revoke.yml", "-l", host)
+    assert revoked.returncode == 0, revoked.output()
+    attempt = fleet.register(host)
+    assert attempt.get("failed") and "disabled" in attempt["msg"], attempt  # revoked: the new hardware too
+
+    reinstated = fleet.playbook("reinstate.yml", "-l", host)
+    assert reinstated.returncode == 0, reinstated.output()
+    assert_in_step(fleet, host, stolen)
+    again = fleet.playbook("reinstate.yml", "-l", host)
+    assert again.returncode == 0, again.output()
+    assert not any(counts["changed"] for counts in again.recap.values()), again.recap
 
 
 # --- revoke.yml, reinstate.yml --------------------------------------------------------------------------------------
