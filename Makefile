@@ -97,6 +97,12 @@ reliability: venv ## the fault matrix: DPS faults, killed writes, full/read-only
 daytwo: venv ## renew, replace, revoke, CA rollover, fleet report end to end (simulated fleet)
 	pytest -q tests/daytwo $(PYTEST_ARGS)
 
+# The fleet report page (docs/fleet.md) in headless chromium, at 1,000 devices: sorting, filters, the expiry chart,
+# no wrapping. chromium comes from tests/containers/install-host-deps.sh.
+.PHONY: report
+report: venv ## the fleet report page in headless chromium, at 1,000 devices
+	pytest -q tests/report $(PYTEST_ARGS)
+
 # Container targets (DESIGN.md §7): host packages, then locally built Debian 12 and 13 device images (amd64 and
 # emulated arm64), reached over SSH as pi with sudo. Both steps skip what is already there.
 images: ## install podman & co. and build the Debian 12/13 device images (amd64 + arm64)
@@ -110,7 +116,7 @@ containers: venv images ## the device images, and the modules over SSH as pi wit
 molecule: venv images ## every molecule scenario against container targets
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections scripts/molecule-all.sh
 
-test: lint sanity unit integration sdk reliability daytwo bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
+test: lint sanity unit integration sdk reliability daytwo report bench-smoke containers bench-smoke-podman bench-smoke-ssh molecule awx
 	@echo "make test: all suites passed"
 
 # AWX / Automation Platform (issue 16, docs/awx.md): the built tarball installed offline and run from the install,
