@@ -522,16 +522,48 @@ def test_fleet_status_reports_and_watches_expiry(fleet: SimulatedFleet, tmp_path
     blocked = rows["dt-watch-ok"]
     assert blocked["blocked"] and blocked["status"] == "unregistered", blocked  # revoke.yml deleted its record
     assert blocked["enrollment"] == "individual dt-watch-ok" and "individual enrollment is disabled" in blocked["note"]
+    # Fault 5: its twin got its cohort's tags at its first registration (through the group); the individual
+    # enrollment revoke.yml made later gives none and changes no twin.
+    assert blocked["tags"] == {"site": "dt_watch"} and blocked["tags_from"] == "enrollment group dt_watch", blocked
+    assert blocked["cohort"] == "dt_watch", blocked
     assert not rows["dt-renew-2"]["expiring"] and rows["dt-renew-2"]["days_left"] >= 300
     for line in lines[1:]:
         device, status, hub = line.split()[:3]
         assert (status, hub) == (rows[device]["status"], rows[device]["hub"] or "-"), line
+    assert "site=dt_watch" in next(line for line in lines if line.startswith("dt-watch-ok "))
+    # The page: the same rows embedded as JSON (tests/report drives it in a browser), nothing fetched from elsewhere.
     html = (report / "fleet-status.html").read_text(encoding="utf-8")
-    assert html.startswith("<!DOCTYPE html>") and 'addEventListener("click"' in html
-    assert '<tr class="expiring"><td>dt-watch-short</td>' in html and '<tr class="blocked"><td>dt-watch-ok</td>' in html
-    assert html.count("<tr class=") == len(fleet.hosts) and "http" not in html.replace(fleet.hub, "")  # self-contained
+    assert html.startswith("<!DOCTYPE html>")
+    embedded = html.split('<script id="fleet-data" type="application/json">', 1)[1].split("</script>", 1)[0]
+    page = json.loads(embedded)
+    assert {row["device"]: row for row in page["devices"]} == rows
+    assert page["summary"]["by_cohort"]["dt_watch"] == len(COHORTS["dt_watch"]), page["summary"]
+    assert "http" not in html.replace(fleet.hub, "") and " src=" not in html  # self-contained
 
     quiet = fleet.playbook("fleet_status.yml", extra_vars={"fail_within_days": 1})
     assert quiet.returncode == 0, quiet.output()
     assert "no device certificate expires in less than 1 day(s)" in quiet.stdout
     assert changed_hosts(quiet) == set(), quiet.recap
+
+    # No watch without fail_within_days; the report is written in check mode too; a word for a day count is refused.
+    checked = fleet.playbook("fleet_status.yml", "--check", extra_vars={"fleet_status_file": str(tmp_path / "c.txt")})
+    assert checked.returncode == 0 and "no device certificate expires" not in checked.stdout, checked.output()
+    assert (tmp_path / "c.txt").read_text(encoding="utf-8").splitlines()[1:] == lines[1:]
+    soon = fleet.playbook("fleet_status.yml", extra_vars={"fail_within_days": "soon"})
+    assert soon.returncode != 0 and "fail_within_days" in soon.stdout, soon.output()
+
+    # No copy on the controller: the certificate is unknown, or read from the device with fleet_status_read_devices.
+    copy = fleet.files("dt-watch-short")["copy"]
+    away = copy.with_suffix(".away")
+    copy.rename(away)
+    try:
+        for name, read in (("unknown", False), ("read", True)):
+            extra = {"fleet_status_dir": str(tmp_path / name), "fleet_status_read_devices": read}
+            run = fleet.playbook("fleet_status.yml", "-l", "dt-watch-short", extra_vars=extra)
+            assert run.returncode == 0, run.output()
+    finally:
+        away.rename(copy)
+    [unknown] = json.loads((tmp_path / "unknown" / "fleet-status.json").read_text())["devices"]
+    assert unknown["days_left"] is None and "certificate unknown: no controller copy" in unknown["note"], unknown
+    [read] = json.loads((tmp_path / "read" / "fleet-status.json").read_text())["devices"]
+    assert (read["certificate_source"], read["days_left"], read["not_after"]) == ("device", 1, short["not_after"])
