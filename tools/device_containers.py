@@ -205,7 +205,8 @@ def wait_for_ssh(devices: Iterable[Device], timeout: float = 120) -> None:
 def stop(names: Iterable[str]) -> None:
     names = list(names)
     if names:
-        podman("rm", "-f", "-t", "1", *names, check=False)
+        # --ignore: without it, podman 4 removes none of the names when one of them does not exist (and exits 0).
+        podman("rm", "-f", "--ignore", "-t", "1", *names, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
