@@ -42,6 +42,15 @@ options:
       - The provisioning status the enrollment must have (V(enabled), V(disabled)); not set leaves it as it is.
     type: str
     choices: [enabled, disabled]
+  group:
+    description:
+      - The device's enrollment group as the inventory describes it (one entry of
+        P(iotfleet.aziot.enrollment_groups#filter)'s result). When given, the enrollment must also carry its group's
+        settings - IoT Edge capability, IoT Hubs (when the group names some), allocation policy and C(initialTwin)
+        tags and desired properties - so that DPS assigns the device as its group would: an individual enrollment
+        wins over the group, and without them an IoT Edge device would come back as a plain device, or in another
+        hub.
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -67,6 +76,7 @@ _value:
   sample:
     - "primary certificate 1F2E... is not the device's 9A8B..."
     - "provisioning status disabled, wanted enabled"
+    - "IoT Edge capability false, its group's true"
 """
 
 from ansible.errors import AnsibleFilterError
@@ -94,8 +104,36 @@ def _enrollment_of(enrollments, registration_id: str) -> dict | None:
     return None
 
 
+def _group_drift(enrollment: dict, group: dict) -> list[str]:
+    """Where the enrollment's settings differ from its enrollment group's (the inventory's cohort)."""
+    reasons = []
+    iot_edge = bool((enrollment.get("capabilities") or {}).get("iotEdge", False))
+    wanted = bool(group.get("iot_edge", False))
+    if iot_edge != wanted:
+        reasons.append(f"IoT Edge capability {str(iot_edge).lower()}, its group's {str(wanted).lower()}")
+    hubs = sorted(group.get("iot_hubs") or [])
+    if hubs and sorted(enrollment.get("iotHubs") or []) != hubs:
+        reasons.append(f"IoT Hubs {sorted(enrollment.get('iotHubs') or [])}, its group's {hubs}")
+    policy = str(enrollment.get("allocationPolicy") or "hashed")
+    if policy.lower() != str(group.get("allocation_policy") or "hashed").lower():
+        reasons.append(f"allocation policy {policy}, its group's {group['allocation_policy']}")
+    twin = enrollment.get("initialTwin") or {}
+    tags = {key: value for key, value in (twin.get("tags") or {}).items() if not key.startswith("$")}
+    if tags != (group.get("tags") or {}):
+        reasons.append(f"initialTwin tags {tags}, its group's {group.get('tags') or {}}")
+    desired = (twin.get("properties") or {}).get("desired") or {}
+    desired = {key: value for key, value in desired.items() if not key.startswith("$")}
+    if desired != (group.get("desired_properties") or {}):
+        reasons.append("initialTwin desired properties differ from its group's")
+    return reasons
+
+
 def individual_enrollment_drift(
-    enrollments: list, registration_id: str, certificate_path: str, provisioning_status: str | None = None
+    enrollments: list,
+    registration_id: str,
+    certificate_path: str,
+    provisioning_status: str | None = None,
+    group: dict | None = None,
 ) -> list[str]:
     if provisioning_status not in (None, "", *STATUSES):
         raise AnsibleFilterError(
@@ -130,6 +168,8 @@ def individual_enrollment_drift(
     status = str(enrollment.get("provisioningStatus") or "enabled").lower()
     if provisioning_status and status != provisioning_status:
         reasons.append(f"provisioning status {status}, wanted {provisioning_status}")
+    if group:
+        reasons.extend(_group_drift(enrollment, group))
     return reasons
 
 

@@ -96,5 +96,43 @@ def test_an_individual_x509_enrollment_without_a_controller_copy_is_named(pki: P
     assert "playbooks/reissue.yml" in message and "\n" not in message
 
 
+def group(**settings) -> dict:
+    """A device's enrollment group as the enrollment_groups filter describes it."""
+    base = {"iot_edge": False, "iot_hubs": [], "allocation_policy": "hashed", "tags": {}, "desired_properties": {}}
+    return {**base, **settings}
+
+
+def test_an_enrollment_carries_its_groups_settings_when_the_group_is_given(pki: Pki) -> None:
+    device = pki.device("pi-1")
+    enrollment = x509_enrollment("pi-1", device.issued, status="disabled")
+    # What revoke.yml wrote before this rule: a certificate and a status, nothing of the group.
+    cohort = group(iot_edge=True, iot_hubs=["hub-b", "hub-a"], tags={"site": "plant-3"}, desired_properties={"a": 1})
+    assert individual_enrollment_drift([enrollment], "pi-1", device.leaf_file) == []  # no group: not compared
+    assert individual_enrollment_drift([enrollment], "pi-1", device.leaf_file, None, cohort) == [
+        "IoT Edge capability false, its group's true",
+        "IoT Hubs [], its group's ['hub-a', 'hub-b']",
+        "initialTwin tags {}, its group's {'site': 'plant-3'}",
+        "initialTwin desired properties differ from its group's",
+    ]
+    # As DPS returns it once written: $metadata/$version in the twin are not the group's business.
+    enrollment.update(
+        capabilities={"iotEdge": True},
+        iotHubs=["hub-a", "hub-b"],
+        allocationPolicy="Hashed",
+        initialTwin={
+            "tags": {"site": "plant-3"},
+            "properties": {"desired": {"a": 1, "$metadata": {"$lastUpdated": "x"}, "$version": 1}},
+        },
+    )
+    assert individual_enrollment_drift([enrollment], "pi-1", device.leaf_file, None, cohort) == []
+    # A group that names no hub leaves the enrollment's hubs alone (DPS: every linked hub).
+    assert individual_enrollment_drift([enrollment], "pi-1", device.leaf_file, None, dict(cohort, iot_hubs=[])) == []
+    moved = dict(cohort, allocation_policy="geoLatency", tags={"site": "plant-4"})
+    assert individual_enrollment_drift([enrollment], "pi-1", device.leaf_file, None, moved) == [
+        "allocation policy Hashed, its group's geoLatency",
+        "initialTwin tags {'site': 'plant-3'}, its group's {'site': 'plant-4'}",
+    ]
+
+
 def test_the_filter_is_registered() -> None:
     assert FilterModule().filters() == {"individual_enrollment_drift": individual_enrollment_drift}
