@@ -34,6 +34,7 @@ COHORTS = {
     "dt_watch": ["dt-watch-short", "dt-watch-ok"],
     "dt_revoke": ["dt-revoke-1"],
     "dt_stolen": ["dt-stolen-renew", "dt-stolen-reinstate"],
+    "dt_rollstop": ["dt-rollstop-1"],
 }
 # Certificates issued for 20 days at first (a pilot), due for renewal within 30 days.
 PILOT = {"device_identity_valid_days": 20, "device_identity_renew_before": 10}
@@ -457,8 +458,12 @@ def test_ca_rollover_with_a_registration_attempt_between_every_step(fleet: Simul
     for host in hosts:
         assert issuer_cn(fleet.files(host)["cert"]) == "CN=iotfleet Intermediate CA dt_roll-2027", host
 
-    # The old CA is dropped once the inventory no longer names it - after every device moved.
+    # The old CA is dropped once the inventory no longer names it - after every device moved. --check shows it
+    # (it refused: a device counted as moved only once re-issued, and check mode re-issues nothing).
     del fleet.cohort_vars["dt_roll"]["dps_enrollment_secondary_certificate"]
+    run = rollover("--check", step="all")
+    assert "enrollment group dt_roll: signed by dt_roll-2027-ca.cert.pem alone" in run.stdout, run.output()
+    assert len(changed_hosts(run)) == 1, run.recap  # the drop (run once), nothing on the devices
     run = rollover(step="all")
     assert "enrollment group dt_roll: signed by dt_roll-2027-ca.cert.pem alone" in run.stdout, run.output()
     refused = fleet.register("dt-roll-2", chain=old_identity["chain"], key=old_identity["key"])
@@ -487,6 +492,62 @@ def test_ca_rollover_keeps_the_old_ca_while_a_device_has_not_moved(fleet: Simula
         assert fleet.register("dt-watch-short")["status"] == "assigned"  # still on the old CA, still accepted
     finally:
         fleet.cohort_vars["dt_watch"] = {"dps_enrollment_group": "dt_watch", "site": "dt_watch"}
+
+
+@pytest.mark.parametrize(
+    ("extra_var", "line"),
+    [
+        ("ca_rollover_step=later", "value of ca_rollover_step must be one of: all, secondary, reissue, promote, drop"),
+        # It was an "Unexpected Exception, this is probably a bug" traceback.
+        ("ca_rollover_serial=soon", "ca_rollover_serial=soon: ca_rollover_serial must be batch sizes"),
+        ("ca_rollover_max_fail_percentage=120", "ca_rollover_max_fail_percentage must be a percentage from 0 to 100"),
+    ],
+)
+def test_ca_rollover_refuses_a_bad_extra_var_in_one_line(fleet: SimulatedFleet, extra_var: str, line: str) -> None:
+    run = fleet.playbook("ca_rollover.yml", "-e", "ca_rollover_group=dt_rollstop", "-e", extra_var)
+    assert run.returncode != 0, run.output()
+    assert line in run.stdout and "Traceback" not in run.output(), run.output()
+    assert changed_hosts(run) == set(), run.recap
+
+
+def test_ca_rollover_stops_before_a_step_that_cannot_do_what_was_asked(fleet: SimulatedFleet) -> None:
+    """The plan stops the run, changing nothing, where it used to do something else: the drop step asked while the
+    inventory still keeps the old CA (it passed, dropping nothing), and an old CA named wrong after the secondary step
+    (the promote step replaced the CA the devices still hold with it, and DPS refused them)."""
+    host, kept = "dt-rollstop-1", dict(fleet.cohort_vars["dt_rollstop"])
+
+    def rollover(step: str):
+        return fleet.playbook(
+            "ca_rollover.yml", extra_vars={"ca_rollover_group": "dt_rollstop", "ca_rollover_step": step}
+        )
+
+    def assert_stopped(run, line: str) -> None:
+        assert run.returncode != 0, run.output()
+        assert line in run.stdout, run.output()
+        assert changed_hosts(run) == set(), run.recap
+        assert fleet.register(host)["status"] == "assigned"  # still on the old CA, still accepted
+
+    fleet.cohort_vars["dt_rollstop"].update(
+        device_identity_ca_cert_path="{{ pki_dir }}/dt_rollstop-2027-ca.cert.pem",
+        device_identity_ca_key_path="{{ pki_dir }}/dt_rollstop-2027-ca.key.pem",
+        dps_enrollment_secondary_certificate="{{ pki_dir }}/dt_rollstop-ca.cert.pem",
+    )
+    try:
+        added = rollover("secondary")
+        assert added.returncode == 0, added.output()
+        assert_stopped(
+            rollover("drop"),
+            "enrollment group dt_rollstop: ca_rollover_step=drop, but its group_vars still keep the old CA accepted",
+        )
+        # Another group's CA named as the old one: DPS's primary, which the device holds, is neither CA.
+        fleet.cohort_vars["dt_rollstop"]["dps_enrollment_secondary_certificate"] = "{{ pki_dir }}/dt_renew-ca.cert.pem"
+        assert_stopped(
+            rollover("promote"),
+            "enrollment group dt_rollstop: its primary signing certificate in DPS is CN=iotfleet Intermediate CA "
+            "dt_rollstop (thumbprint",
+        )
+    finally:
+        fleet.cohort_vars["dt_rollstop"] = kept
 
 
 # --- fleet_status.yml -----------------------------------------------------------------------------------------------
