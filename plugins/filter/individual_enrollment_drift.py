@@ -47,9 +47,8 @@ options:
       - The device's enrollment group as the inventory describes it (one entry of
         P(iotfleet.aziot.enrollment_groups#filter)'s result). When given, the enrollment must also carry its group's
         settings - IoT Edge capability, IoT Hubs (when the group names some), allocation policy and C(initialTwin)
-        tags and desired properties - so that DPS assigns the device as its group would: an individual enrollment
-        wins over the group, and without them an IoT Edge device would come back as a plain device, or in another
-        hub.
+        tags and desired properties - so that DPS assigns the device as its group would. An individual enrollment
+        wins over the group; without them an IoT Edge device would come back as a plain device, or in another hub.
     type: dict
 """
 
