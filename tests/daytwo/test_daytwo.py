@@ -375,12 +375,16 @@ def test_revoke_with_an_issued_dir_and_no_pki_dir_then_reinstate(fleet: Simulate
         enrollment = individual_enrollment(fleet, host)
         assert enrollment is not None and enrollment["provisioningStatus"] == "disabled", enrollment
         assert enrolled_thumbprints(enrollment) == {"primary": thumbprint(copy)}
+        # Its group's settings too: reinstate.yml enables this enrollment, and DPS then assigns the device by it.
+        assert enrollment["initialTwin"]["tags"] == {"site": "dt_revoke"}, enrollment
+        assert enrollment["capabilities"] == {"iotEdge": False}, enrollment
         refused = fleet.register(host)
         assert refused.get("failed") and "disabled" in refused["msg"], refused
 
         reinstated = fleet.playbook("reinstate.yml", "-l", host)
         assert reinstated.returncode == 0, reinstated.output()
         assert fleet.register(host).get("status") == "assigned"
+        assert individual_enrollment(fleet, host)["initialTwin"]["tags"] == {"site": "dt_revoke"}
     finally:
         fleet.all_vars, fleet.group_vars = all_vars, group_vars
 
