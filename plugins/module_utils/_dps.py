@@ -290,4 +290,4 @@ def fail_with_counts(module: t.Any, client: t.Any, message: str, error: DpsError
     if error is not None:
         extra.update(http_status=error.status, error_code=error.error_code, tracking_id=error.tracking_id)
     fields = {key: value for key, value in extra.items() if value is not None}
-    module.fail_json(msg=message, attempts=client.attempts, retries=client.retries, **fields)
+    module.fail_json(msg=message, requests=client.attempts, retried_requests=client.retries, **fields)

@@ -281,12 +281,14 @@ generated_keys:
       description: The generated secondary key.
       type: str
       returned: when generated
-attempts:
-  description: Number of HTTP requests sent to DPS.
+requests:
+  description:
+    - Number of HTTP requests sent to DPS, retried ones included.
+    - Not called C(attempts), the key Ansible sets on a task with C(until).
   returned: always
   type: int
   sample: 2
-retries:
+retried_requests:
   description: Number of requests retried after HTTP 429, 5xx or a connection error.
   returned: always
   type: int
@@ -497,8 +499,8 @@ class Runner:
             enrollment=mask_record(record) if record else {},
             etag=(record or {}).get("etag"),
             differences=paths,
-            attempts=self.client.attempts,
-            retries=self.client.retries,
+            requests=self.client.attempts,
+            retried_requests=self.client.retries,
             **extra,
         )
         if diff is not None and self.module._diff:

@@ -139,12 +139,14 @@ status_counts:
   returned: when O(kind=registration)
   type: dict
   sample: {assigned: 148, failed: 2}
-attempts:
-  description: Number of HTTP requests sent to DPS.
+requests:
+  description:
+    - Number of HTTP requests sent to DPS, retried ones included.
+    - Not called C(attempts), the key Ansible sets on a task with C(until).
   returned: always
   type: int
   sample: 3
-retries:
+retried_requests:
   description: Number of requests retried after HTTP 429, 5xx or a connection error.
   returned: always
   type: int
@@ -242,8 +244,8 @@ def read_records(module: AnsibleModule) -> dict:
     result = {
         "changed": False,
         result_key: [mask_record(record) for record in records],
-        "attempts": client.attempts,
-        "retries": client.retries,
+        "requests": client.attempts,
+        "retried_requests": client.retries,
     }
     if kind == "registration":
         result["status_counts"] = dict(Counter(str(record.get("status") or "unknown") for record in records))

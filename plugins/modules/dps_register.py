@@ -151,12 +151,14 @@ registration_state:
   returned: when DPS returned one
   type: dict
   sample: {"registrationId": "pi-0042", "status": "assigned", "assignedHub": "contoso-hub.azure-devices.net"}
-attempts:
-  description: Number of HTTP requests sent to DPS.
+requests:
+  description:
+    - Number of HTTP requests sent to DPS, retried ones included.
+    - Not called C(attempts), the key Ansible sets on a task with C(until).
   returned: always
   type: int
   sample: 3
-retries:
+retried_requests:
   description: Number of requests retried after HTTP 429, 5xx or a connection error.
   returned: always
   type: int
@@ -353,9 +355,9 @@ def register(module: AnsibleModule) -> dict:
     try:
         state = client.status_lookup()
         if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
-            return dict(summary(state), changed=False, attempts=client.attempts, retries=client.retries)
+            return dict(summary(state), changed=False, requests=client.attempts, retried_requests=client.retries)
         if module.check_mode:
-            return dict(summary(state), changed=True, attempts=client.attempts, retries=client.retries)
+            return dict(summary(state), changed=True, requests=client.attempts, retried_requests=client.retries)
         operation = client.register(params["payload"])
     except DpsError as error:
         fail_with_counts(module, client, explain_error(error, registration_id, attestation, chain_length), error)
@@ -382,7 +384,7 @@ def register(module: AnsibleModule) -> dict:
             f"{registration_state.get('errorMessage') or 'no error message'}",
             **result,
         )
-    return dict(result, changed=True, attempts=client.attempts, retries=client.retries)
+    return dict(result, changed=True, requests=client.attempts, retried_requests=client.retries)
 
 
 def main() -> None:

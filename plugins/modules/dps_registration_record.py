@@ -75,12 +75,14 @@ registration:
     assignedHub: contoso-hub.azure-devices.net
     deviceId: pi-0042
     etag: '"1a00c2d4-0000-0300-0000-65a1b2c30000"'
-attempts:
-  description: Number of HTTP requests sent to DPS.
+requests:
+  description:
+    - Number of HTTP requests sent to DPS, retried ones included.
+    - Not called C(attempts), the key Ansible sets on a task with C(until).
   returned: always
   type: int
   sample: 2
-retries:
+retried_requests:
   description: Number of requests retried after HTTP 429, 5xx or a connection error.
   returned: always
   type: int
@@ -149,8 +151,8 @@ def delete_registration_record(module: AnsibleModule) -> dict:
     result = {
         "changed": changed,
         "registration": mask_record(record) if record else {},
-        "attempts": client.attempts,
-        "retries": client.retries,
+        "requests": client.attempts,
+        "retried_requests": client.retries,
     }
     if changed and module._diff:
         before = {name: record[name] for name in _DIFF_FIELDS if record.get(name) is not None}

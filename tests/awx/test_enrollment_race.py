@@ -108,7 +108,7 @@ def test_concurrent_slices_converge_on_one_enrollment_group(dps_emulator_factory
     assert sum(result["changed"] for result in created) == 1, created
     losers = [result for result in created if not result["changed"]]
     # read (absent), create refused with 409, read again: the three that lost the race recovered, not failed.
-    assert all(result["attempts"] >= 3 for result in losers), [result["attempts"] for result in created]
+    assert all(result["requests"] >= 3 for result in losers), [result["requests"] for result in created]
 
     emulator.clear_faults()
     emulator.set_faults(hold_reads)
@@ -117,12 +117,12 @@ def test_concurrent_slices_converge_on_one_enrollment_group(dps_emulator_factory
     etags = {result["etag"] for result in updated}
     assert len(etags) == 1, etags  # all four end on the same record, the one the winner wrote
     losers = [result for result in updated if not result["changed"]]
-    assert all(result["attempts"] >= 3 for result in losers), [result["attempts"] for result in updated]
+    assert all(result["requests"] >= 3 for result in losers), [result["requests"] for result in updated]
 
     emulator.clear_faults()
     settled = round_of_slices(tmp_path, emulator, pki.intermediate_path, "plant-2", "settled")
     assert not any(result["changed"] for result in settled), settled
-    assert all(result["attempts"] == 1 for result in settled), [result["attempts"] for result in settled]
+    assert all(result["requests"] == 1 for result in settled), [result["requests"] for result in settled]
     for result in settled:
         assert result["enrollment"]["initialTwin"]["tags"] == {"site": "plant-2"}, result["enrollment"]
         assert {result["etag"]} == etags, (result["etag"], etags)

@@ -65,7 +65,7 @@ def four_runs(module_args: str) -> list[dict]:
                     "real2 is not changed",
                     "real2.status == 'assigned'",
                     "real2.assigned_hub == hub",
-                    "real2.attempts == 1",
+                    "real2.requests == 1",
                 ]
             },
         },
@@ -126,7 +126,7 @@ def test_leaf_only_chain_is_refused_with_the_fix(emulator, pki, tmp_path):
                     "leaf_only.msg == registration_id ~ ': DPS refused the certificate (401002): the chain you sent "
                     "stops at the device certificate; send the full chain (device + intermediate) in client_cert'",
                     "leaf_only.http_status == 401",
-                    "leaf_only.retries == 0",
+                    "leaf_only.retried_requests == 0",
                 ]
             },
         },
@@ -218,10 +218,10 @@ def test_throttling_and_dropped_connection_recover(emulator, pki, tmp_path):
                 "that": [
                     "storm_result is changed",
                     "storm_result.status == 'assigned'",
-                    "storm_result.retries == 4",
+                    "storm_result.retried_requests == 4",
                     "drop_result is changed",
                     "drop_result.status == 'assigned'",
-                    "drop_result.retries == 1",
+                    "drop_result.retried_requests == 1",
                 ]
             },
         }

@@ -93,8 +93,8 @@ def test_dps_fault_matrix(emulator, pki: Pki, tmp_path) -> None:
     assert results, run.output()
 
     # Recoverable: retried inside the deadline, assigned.
-    assert results["five_hundred"]["status"] == "assigned" and results["five_hundred"]["retries"] == 2, results
-    assert results["drop"]["status"] == "assigned" and results["drop"]["retries"] == 1, results["drop"]
+    assert results["five_hundred"]["status"] == "assigned" and results["five_hundred"]["retried_requests"] == 2, results
+    assert results["drop"]["status"] == "assigned" and results["drop"]["retried_requests"] == 1, results["drop"]
 
     expected = {  # result -> (registration id, words the one-line message must hold)
         "storm": ("rel-storm", ["DPS did not finish within timeout=6s", "HTTP 429", "raise timeout"]),

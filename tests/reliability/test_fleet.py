@@ -242,7 +242,7 @@ def test_150_devices_register_at_once_with_random_faults(emulator, pki: Pki, tmp
                     "name": "Keep what the device saw",
                     "ansible.builtin.set_fact": {
                         "outcome": "{{ {'status': reg.status | default(''), 'changed': reg.changed,"
-                        " 'retries': reg.retries | default(0), 'msg': reg.msg | default('')} }}"
+                        " 'retries': reg.retried_requests | default(0), 'msg': reg.msg | default('')} }}"
                     },
                 },
                 {

@@ -317,7 +317,7 @@ def test_429_retry_after_is_honoured(service_module, pki):
     )
     assert result.result["changed"] is False
     assert service_module.sleeps == [5.0, 2.0]
-    assert (result.result["attempts"], result.result["retries"]) == (3, 2)
+    assert (result.result["requests"], result.result["retried_requests"]) == (3, 2)
 
 
 def test_throttling_past_the_deadline_fails_with_the_timeout(service_module, pki):

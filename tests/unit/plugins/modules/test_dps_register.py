@@ -67,7 +67,7 @@ def test_registers_when_not_registered(harness, device_files):
         "pi-0042",
         "op-1",
     )
-    assert out["attempts"] == 3
+    assert out["requests"] == 3
     assert [call["method"] for call in harness.calls] == ["POST", "PUT", "GET"]
     assert harness.transport_options["client_cert"] == device_files["chain"]
     assert harness.transport_options["validate_certs"] is True
@@ -213,14 +213,14 @@ def test_disabled_is_final_at_once(harness, device_files):
         "PUT 0ne00000A1B/registrations/pi-0042/register",
         "GET 0ne00000A1B/registrations/pi-0042/operations/o",
     ]
-    assert (result.result["attempts"], result.result["retries"], harness.sleeps) == (3, 0, [3.0])
+    assert (result.result["requests"], result.result["retried_requests"], harness.sleeps) == (3, 0, [3.0])
     assert result.result["msg"] == (
         "pi-0042: enrollment is disabled in DPS (individual enrollment 'pi-0042' is disabled); enable the enrollment "
         "(or this device's registration) in DPS and run again"
     )
     refused = reply(401, {"errorCode": 401003, "message": "Enrollment is disabled"})
     result = register(harness, x509_args(device_files), reply(404, {}), refused)
-    assert (result.result["attempts"], result.result["retries"], harness.sleeps) == (2, 0, [])
+    assert (result.result["requests"], result.result["retried_requests"], harness.sleeps) == (2, 0, [])
     assert result.result["msg"].startswith("pi-0042: enrollment is disabled in DPS (401003): Enrollment is disabled")
 
 
