@@ -16,24 +16,19 @@ description:
   - A rollover moves the whole group, so every device of it must agree on these three variables; otherwise
     RV(_value.problem) is one line naming two hosts that disagree and the variable.
   - The companion filter C(iotfleet.aziot.ca_rollover_plan) compares them with the group DPS has.
+extends_documentation_fragment:
+  - iotfleet.aziot.inventory.hostvars
+  - iotfleet.aziot.inventory.default_group
 options:
   _input:
     description: The inventory names of the fleet's devices, whatever C(--limit) says (for example C(groups['pis'])).
     type: list
     elements: str
     required: true
-  hostvars:
-    description: C(hostvars).
-    type: raw
-    required: true
   group:
     description: The enrollment group id to move.
     type: str
     required: true
-  default_group:
-    description: The enrollment group of hosts without C(dps_enrollment_group).
-    type: str
-    default: fleet
 """
 
 EXAMPLES = r"""

@@ -57,7 +57,7 @@ EXAMPLES = r"""
 RETURN = r"""
 ---
 _value:
-  description: The plan.
+  description: Which steps of the rollover have work (each V(true) or V(false)), and why in one line.
   type: dict
   contains:
     secondary:

@@ -19,25 +19,20 @@ description:
     group's C(group_vars)); two enrollment groups must not share a signing certificate, since DPS tells their
     devices apart by the CA that signed them. Either mistake fails with one line naming the group, the variable and
     two hosts that disagree.
+extends_documentation_fragment:
+  - iotfleet.aziot.inventory.hostvars
+  - iotfleet.aziot.inventory.default_group
 options:
   _input:
     description: The inventory names of the devices (for example C(ansible_play_hosts_all)).
     type: list
     elements: str
     required: true
-  hostvars:
-    description: C(hostvars).
-    type: raw
-    required: true
   tag_vars:
     description: The variables copied into C(initialTwin.tags) when a host defines them.
     type: list
     elements: str
     default: [site, environment, ring]
-  default_group:
-    description: The enrollment group of hosts without C(dps_enrollment_group).
-    type: str
-    default: fleet
 """
 
 EXAMPLES = r"""

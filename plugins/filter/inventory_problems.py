@@ -17,15 +17,13 @@ description:
     attestation, C(dps_registration_registration_id) equals it; C(device_identity_key_type) and
     C(dps_registration_attestation) are known values; no two hosts share a registration id (compared ignoring
     case, as DPS does)."
+extends_documentation_fragment:
+  - iotfleet.aziot.inventory.hostvars
 options:
   _input:
     description: The inventory names of the devices (for example C(groups['pis'])).
     type: list
     elements: str
-    required: true
-  hostvars:
-    description: C(hostvars).
-    type: raw
     required: true
 """
 

@@ -62,7 +62,7 @@ EXAMPLES = r"""
 RETURN = r"""
 ---
 _value:
-  description: The plan.
+  description: What replace.yml does to the device - a new identity or nothing, and its individual enrollment.
   type: dict
   contains:
     replace:

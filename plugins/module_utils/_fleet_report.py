@@ -276,18 +276,9 @@ def due_text(found: list[dict]) -> str:
     return ", ".join(f"{item['device']} ({_plural_days(item['days_left'])} left)" for item in found)
 
 
-def build_report(
-    devices: list[dict],
-    enrollment_groups: list[dict],
-    enrollments: list[dict],
-    group_registrations: dict[str, list[dict]],
-    registrations: list[dict],
-    warn_days: int,
-    now: datetime.datetime,
-    fail_within_days: int | None = None,
-) -> dict:
-    """Everything the report shows: rows, summary, expiries per month, and the expiry watch's findings."""
-    rows = build_rows(devices, enrollment_groups, enrollments, group_registrations, registrations, warn_days, now)
+def build_report(rows: list[dict], warn_days: int, now: datetime.datetime, fail_within_days: int | None = None) -> dict:
+    """Everything the report shows about the rows of build_rows(): summary, expiries per month, and the expiry
+    watch's findings."""
     found = due(rows, fail_within_days) if fail_within_days is not None else []
     return {
         "generated": now.strftime("%Y-%m-%d"),

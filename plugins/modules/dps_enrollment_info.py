@@ -24,15 +24,7 @@ extends_documentation_fragment:
   - iotfleet.aziot.dps
   - iotfleet.aziot.dps.service_auth
   - iotfleet.aziot.dps.action_group
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: N/A
-    details: The module changes nothing.
-  platform:
-    platforms: posix
+  - iotfleet.aziot.read_only
 options:
   kind:
     description:

@@ -28,15 +28,7 @@ description:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - iotfleet.aziot.cryptography
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: N/A
-    details: The module changes nothing.
-  platform:
-    platforms: posix
+  - iotfleet.aziot.read_only
 options:
   devices:
     description: The devices to report on, one row each, in this order.
@@ -187,7 +179,7 @@ warn_days:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._fleet_report import build_report
+from ansible_collections.iotfleet.aziot.plugins.module_utils._fleet_report import build_report, build_rows
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import require_cryptography, utcnow
 
 
@@ -224,16 +216,17 @@ def main() -> None:
     for name, found in params["group_registrations"].items():
         if not isinstance(found, list):
             module.fail_json(msg=f"group_registrations[{name}] must be a list of registration records")
-    report = build_report(
+    now = utcnow()
+    rows = build_rows(
         params["devices"],
         params["enrollment_groups"],
         params["enrollments"],
         params["group_registrations"],
         params["registrations"],
         params["warn_days"],
-        utcnow(),
-        params["fail_within_days"],
+        now,
     )
+    report = build_report(rows, params["warn_days"], now, params["fail_within_days"])
     module.exit_json(changed=False, **report)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._fleet_report import build_report
+from ansible_collections.iotfleet.aziot.plugins.module_utils._fleet_report import build_report, build_rows
 from tests.support.browser import Chromium
 from tests.support.paths import REPO_ROOT
 from tests.support.pki import DAY, issue, new_key
@@ -77,7 +77,7 @@ def synthetic_report(now: datetime.datetime) -> dict:
         by_group[cohort].append(record)
     for group in groups:
         del group["ca"]
-    return build_report(devices, groups, enrollments, by_group, [], 30, now)
+    return build_report(build_rows(devices, groups, enrollments, by_group, [], 30, now), 30, now)
 
 
 @pytest.fixture(scope="module")

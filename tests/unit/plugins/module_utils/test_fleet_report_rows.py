@@ -202,11 +202,11 @@ def test_build_report_with_the_expiry_watch(pki: Pki) -> None:
         {"host": "pi-13", "certificate_path": copy_of(pki, "pi-13", 2)},
         {"host": "pi-14", "certificate_path": copy_of(pki, "pi-14", 90)},
     ]
-    report = build_report(devices, [], [], {}, [], 30, NOW, fail_within_days=7)
+    report = build_report(build_rows(devices, [], [], {}, [], 30, NOW), 30, NOW, fail_within_days=7)
     assert [row["device"] for row in report["devices"]] == ["pi-13", "pi-14"]  # the order given
     assert report["due_text"] == "pi-13 (2 days left)" and report["generated"] == NOW.strftime("%Y-%m-%d")
     assert report["summary"]["devices"] == 2 and sum(m["devices"] for m in report["expiries"]["months"]) == 2
-    assert build_report(devices, [], [], {}, [], 30, NOW)["due"] == []  # no watch
+    assert build_report(build_rows(devices, [], [], {}, [], 30, NOW), 30, NOW)["due"] == []  # no watch
 
 
 def test_a_leaf_signed_elsewhere_matches_no_group(pki: Pki, tmp_path: Path) -> None:
