@@ -587,9 +587,9 @@ def test_fleet_status_reports_and_watches_expiry(fleet: SimulatedFleet, tmp_path
     blocked = rows["dt-watch-ok"]
     assert blocked["blocked"] and blocked["status"] == "unregistered", blocked  # revoke.yml deleted its record
     assert blocked["enrollment"] == "individual dt-watch-ok" and "individual enrollment is disabled" in blocked["note"]
-    # Fault 5: its twin got its cohort's tags at its first registration (through the group); the individual
-    # enrollment revoke.yml made later gives none and changes no twin.
-    assert blocked["tags"] == {"site": "dt_watch"} and blocked["tags_from"] == "enrollment group dt_watch", blocked
+    # Fault 5: the tags its twin has - its cohort's. revoke.yml's individual enrollment carries its group's settings,
+    # tags included (an enrollment without tags, as revoke.yml made before, shows the group's: unit tests).
+    assert blocked["tags"] == {"site": "dt_watch"} and blocked["tags_from"] == "individual enrollment", blocked
     assert blocked["cohort"] == "dt_watch", blocked
     assert not rows["dt-renew-2"]["expiring"] and rows["dt-renew-2"]["days_left"] >= 300
     for line in lines[1:]:
