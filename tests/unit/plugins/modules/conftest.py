@@ -1,12 +1,33 @@
-"""The DPS modules' unit tests run each module with a scripted transport and a fake clock (tests/support)."""
+"""The DPS modules' unit tests run each module's main() against the DPS emulator (`dps_module`: the real transport,
+a fake clock), or, for what the emulator cannot produce, with a scripted transport (`service_module`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support.dps_fakes import ModuleHarness
+from tests.support.dps_fakes import ModuleHarness, emulator_config
+from tests.support.pki import Pki
 
 
 @pytest.fixture
 def service_module(monkeypatch) -> ModuleHarness:
     return ModuleHarness(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def emulator_pki(tmp_path_factory) -> Pki:
+    """The PKI whose root the emulator's unit-x509 group trusts (verified)."""
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def dps_emulator(dps_emulator_factory, emulator_pki):
+    """One emulator per test file; tests use their own ids, so they need no fresh one."""
+    return dps_emulator_factory(emulator_config(emulator_pki))
+
+
+@pytest.fixture
+def dps_module(monkeypatch, dps_emulator) -> ModuleHarness:
+    dps_emulator.clear_faults()
+    yield ModuleHarness(monkeypatch, dps_emulator)
+    dps_emulator.clear_faults()

@@ -1,41 +1,34 @@
-"""Unit tests for the dps_enrollment module (no network: scripted fake transport, fake clock)."""
+"""Unit tests for the dps_enrollment module: against the DPS emulator (`dps_module`: the real transport over TLS, a
+fake clock), or with scripted replies (`service_module`) for what the emulator cannot produce."""
 
 from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS, ENROLLMENTS
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_enrollment
-from tests.support.dps_fakes import reply
+from tests.support.dps_fakes import EMULATED_HUB, OWNER_POLICY, policy_key, reply
 from tests.support.pki import distinguished_name, issue
 
 POLICY_KEY = base64.b64encode(b"policy-key-material-0123456789ab").decode()
 HOST = "contoso-dps.azure-devices-provisioning.net"
 CONNECTION_STRING = f"HostName={HOST};SharedAccessKeyName=provisioningserviceowner;SharedAccessKey={POLICY_KEY}"
-GENERATED_PRIMARY = base64.b64encode(b"generated-primary-0123456789abcd").decode()
-GENERATED_SECONDARY = base64.b64encode(b"generated-secondary-0123456789ab").decode()
 GIVEN_KEY = base64.b64encode(b"given-primary-key-0123456789abcd").decode()
-HUB = "hub-a.azure-devices.net"
-
-
-def info(certificate) -> dict:
-    return {
-        "subjectName": f"CN={certificate.subject.rfc4514_string()[3:]}",
-        "sha1Thumbprint": certificate.fingerprint(hashes.SHA1()).hex().upper(),
-        "sha256Thumbprint": certificate.fingerprint(hashes.SHA256()).hex().upper(),
-        "notAfterUtc": "2027-01-01T00:00:00Z",
-    }
+HUB = EMULATED_HUB
 
 
 @pytest.fixture
 def pki(tmp_path):
     files = {}
     for name, cn in (("ca", "Fleet CA"), ("ca2", "Fleet CA 2027"), ("device", "pi-0042")):
-        made = issue(cn)
+        made = issue(cn, ca=name != "device")
         path = tmp_path / f"{name}.pem"
         path.write_bytes(made.pem)
         files[name] = {"certificate": made.cert, "key": made.key, "path": str(path)}
@@ -47,10 +40,12 @@ def pki(tmp_path):
     return files
 
 
-def group_args(pki, **extra) -> dict:
+def group_args(harness, pki, group_id, **extra) -> dict:
+    """An X.509 group on `pki`'s CA: the emulator's connection options (the scripted harness: a made-up DPS)."""
+    connection = harness.service_args() if harness.emulator else {"connection_string": CONNECTION_STRING}
     args = dict(
-        connection_string=CONNECTION_STRING,
-        enrollment_group_id="fleet",
+        connection,
+        enrollment_group_id=group_id,
         attestation="x509",
         primary_certificate=pki["ca"]["path"],
         iot_hubs=[HUB],
@@ -60,200 +55,176 @@ def group_args(pki, **extra) -> dict:
     return args
 
 
-def group_record(pki, etag='"e1"', **fields) -> dict:
-    record = {
-        "enrollmentGroupId": "fleet",
-        "attestation": {
-            "type": "x509",
-            "x509": {"signingCertificates": {"primary": {"info": info(pki["ca"]["certificate"])}}},
-        },
-        "iotHubs": [HUB],
-        "initialTwin": {"tags": {"site": "plant-3"}, "properties": {"desired": {}}},
-        "provisioningStatus": "enabled",
-        "capabilities": {"iotEdge": False},
-        "etag": etag,
-        "createdDateTimeUtc": "2026-01-01T00:00:00Z",
-        "lastUpdatedDateTimeUtc": "2026-01-01T00:00:00Z",
-    }
-    record.update(fields)
-    return record
-
-
 def run(harness, args, *script):
     return harness.run(dps_enrollment, args, *script)
+
+
+def create(harness, args) -> dict:
+    """Run the task once so that the enrollment exists: its result."""
+    out = run(harness, args).result
+    assert out["changed"] is True and not out.get("failed"), out
+    return out
 
 
 # --- create, no change, update ----------------------------------------------------------------------------------
 
 
-def test_creates_a_group(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki),
-        reply(404, {"errorCode": 404201, "message": "not found"}),
-        reply(200, group_record(pki)),
-    )
+def test_creates_a_group(dps_module, pki):
+    result = run(dps_module, group_args(dps_module, pki, "unit-create"))
     assert not result.failed, result.result
     out = result.result
     assert out["changed"] is True
     assert out["differences"] == ["attestation", "iotHubs", "initialTwin.tags"]
-    assert out["etag"] == '"e1"'
-    assert out["enrollment"]["enrollmentGroupId"] == "fleet"
+    assert out["etag"] and out["etag"] == dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-create")["etag"]
+    assert out["enrollment"]["enrollmentGroupId"] == "unit-create"
     assert "generated_keys" not in out
-    assert service_module.methods() == ["GET enrollmentGroups/fleet", "PUT enrollmentGroups/fleet"]
-    put = service_module.calls[1]
+    assert dps_module.methods() == ["GET enrollmentGroups/unit-create", "PUT enrollmentGroups/unit-create"]
+    put = dps_module.calls[1]
     assert "If-Match" not in put["headers"]
-    assert put["body"]["enrollmentGroupId"] == "fleet"
+    assert put["body"]["enrollmentGroupId"] == "unit-create"
     assert put["body"]["iotHubs"] == [HUB]
     assert put["body"]["initialTwin"] == {"tags": {"site": "plant-3"}}
     sent = put["body"]["attestation"]["x509"]["signingCertificates"]["primary"]["certificate"]
     assert x509.load_pem_x509_certificate(sent.encode()) == pki["ca"]["certificate"]
-    assert service_module.transport_options["validate_certs"] is True
-    assert put["headers"]["Authorization"].startswith(f"SharedAccessSignature sr={HOST}&sig=")
+    assert dps_module.transport_options["validate_certs"] is True
+    assert put["headers"]["Authorization"].startswith(
+        f"SharedAccessSignature sr={quote(dps_module.address, safe='')}&sig="
+    )
 
 
-def test_same_enrollment_is_not_changed(service_module, pki):
+def test_same_enrollment_is_not_changed(dps_module, pki):
     # DPS reports the CA by thumbprint only; hub names differ in case; the record has fields the task does not set.
-    record = group_record(pki, iotHubs=[HUB.upper()], allocationPolicy="hashed")
-    result = run(service_module, group_args(pki), reply(200, record))
+    create(dps_module, group_args(dps_module, pki, "unit-same", allocation_policy="hashed"))
+    result = run(dps_module, group_args(dps_module, pki, "unit-same", iot_hubs=[HUB.upper()]))
     assert result.result["changed"] is False
     assert result.result["differences"] == []
-    assert service_module.methods() == ["GET enrollmentGroups/fleet"]
+    assert dps_module.methods() == ["GET enrollmentGroups/unit-same"]
 
 
-def test_update_sends_if_match_and_keeps_unset_fields(service_module, pki):
-    record = group_record(pki, allocationPolicy="geoLatency", initialTwin={"tags": {"site": "plant-2"}})
-    result = run(
-        service_module,
-        group_args(pki),
-        reply(200, record),
-        reply(200, group_record(pki, etag='"e2"', allocationPolicy="geoLatency")),
+def test_update_sends_if_match_and_keeps_unset_fields(dps_module, pki):
+    before = create(
+        dps_module,
+        group_args(dps_module, pki, "unit-update", allocation_policy="geoLatency", initial_twin={"tags": {"s": "2"}}),
     )
+    result = run(dps_module, group_args(dps_module, pki, "unit-update"))
     out = result.result
-    assert (out["changed"], out["differences"], out["etag"]) == (True, ["initialTwin.tags"], '"e2"')
-    put = service_module.calls[1]
-    assert put["headers"]["If-Match"] == '"e1"'
+    assert (out["changed"], out["differences"]) == (True, ["initialTwin.tags"])
+    assert out["etag"] not in (None, before["etag"])
+    put = dps_module.calls[1]
+    assert put["headers"]["If-Match"] == before["etag"]
     assert put["body"]["allocationPolicy"] == "geoLatency"
     for server_field in ("etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc"):
         assert server_field not in put["body"]
+    assert dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-update")["allocationPolicy"] == "geoLatency"
 
 
-def test_ca_rollover_adds_a_secondary(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki, secondary_certificate=pki["ca2"]["path"]),
-        reply(200, group_record(pki)),
-        reply(200, group_record(pki, etag='"e2"')),
-    )
+def test_ca_rollover_adds_a_secondary(dps_module, pki):
+    create(dps_module, group_args(dps_module, pki, "unit-rollover"))
+    result = run(dps_module, group_args(dps_module, pki, "unit-rollover", secondary_certificate=pki["ca2"]["path"]))
     assert result.result["differences"] == ["attestation.x509.signingCertificates.secondary"]
-    certificates = service_module.calls[1]["body"]["attestation"]["x509"]["signingCertificates"]
+    certificates = dps_module.calls[1]["body"]["attestation"]["x509"]["signingCertificates"]
     assert set(certificates) == {"primary", "secondary"}
+    assert run(dps_module, group_args(dps_module, pki, "unit-rollover", secondary_certificate=pki["ca2"]["path"]))
+    assert dps_module.last.result["changed"] is False
 
 
 # --- check mode and diff --------------------------------------------------------------------------------------
 
 
-def test_check_mode_sends_no_put(service_module, pki):
-    record = group_record(pki, initialTwin={"tags": {"site": "plant-2"}})
-    result = run(service_module, group_args(pki, _ansible_check_mode=True, _ansible_diff=True), reply(200, record))
-    out = result.result
+def test_check_mode_sends_no_put(dps_module, pki):
+    create(dps_module, group_args(dps_module, pki, "unit-check", initial_twin={"tags": {"site": "plant-2"}}))
+    args = group_args(dps_module, pki, "unit-check", _ansible_check_mode=True, _ansible_diff=True)
+    out = run(dps_module, args).result
     assert out["changed"] is True
     assert out["differences"] == ["initialTwin.tags"]
-    assert service_module.methods() == ["GET enrollmentGroups/fleet"]
+    assert dps_module.methods() == ["GET enrollmentGroups/unit-check"]
     before, after = json.loads(out["diff"]["before"]), json.loads(out["diff"]["after"])
     assert before["initialTwin"]["tags"] == {"site": "plant-2"}
     assert after["initialTwin"]["tags"] == {"site": "plant-3"}
     assert "etag" not in before
     assert "BEGIN CERTIFICATE" not in out["diff"]["after"]
+    stored = dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-check")
+    assert stored["initialTwin"]["tags"] == {"site": "plant-2"}
 
 
-def test_check_mode_on_a_missing_enrollment(service_module, pki):
-    result = run(service_module, group_args(pki, _ansible_check_mode=True), reply(404, {}))
+def test_check_mode_on_a_missing_enrollment(dps_module, pki):
+    result = run(dps_module, group_args(dps_module, pki, "unit-check-missing", _ansible_check_mode=True))
     assert (result.result["changed"], result.result["enrollment"], result.result["etag"]) == (True, {}, None)
     assert "diff" not in result.result  # diff only when asked
-    assert len(service_module.calls) == 1
+    assert len(dps_module.calls) == 1
+    assert dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-check-missing") is None
 
 
 # --- symmetric keys -------------------------------------------------------------------------------------------
 
 
-def sym_record(**keys) -> dict:
-    return {
-        "enrollmentGroupId": "sensors",
-        "attestation": {"type": "symmetricKey", "symmetricKey": keys},
-        "etag": '"s1"',
-    }
+def sym_args(harness, group_id, **extra) -> dict:
+    return harness.service_args(enrollment_group_id=group_id, attestation="symmetric_key", **extra)
 
 
-def sym_args(**extra) -> dict:
-    args = dict(connection_string=CONNECTION_STRING, enrollment_group_id="sensors", attestation="symmetric_key")
-    args.update(extra)
-    return args
+def keys_in_dps(harness, group_id) -> dict:
+    return harness.service_client().attestation_mechanism(ENROLLMENT_GROUPS, group_id)["symmetricKey"]
 
 
-def test_generated_keys_are_returned_once_on_create_and_never_in_the_diff(service_module):
-    generated = {"primaryKey": GENERATED_PRIMARY, "secondaryKey": GENERATED_SECONDARY}
-    result = run(service_module, sym_args(_ansible_diff=True), reply(404, {}), reply(200, sym_record(**generated)))
-    out = result.result
-    assert out["generated_keys"] == {"primary_key": GENERATED_PRIMARY, "secondary_key": GENERATED_SECONDARY}
+def test_generated_keys_are_returned_once_on_create_and_never_in_the_diff(dps_module):
+    out = run(dps_module, sym_args(dps_module, "unit-sym-generated", _ansible_diff=True)).result
+    keys = keys_in_dps(dps_module, "unit-sym-generated")
+    assert out["generated_keys"] == {"primary_key": keys["primaryKey"], "secondary_key": keys["secondaryKey"]}
     assert out["enrollment"]["attestation"]["symmetricKey"] == {"primaryKey": "********", "secondaryKey": "********"}
-    assert GENERATED_PRIMARY not in json.dumps(out["diff"])
+    assert keys["primaryKey"] not in json.dumps(out["diff"])
     assert json.loads(out["diff"]["after"])["attestation"]["symmetricKey"]["primaryKey"] == "(generated by DPS)"
-    assert service_module.calls[1]["body"]["attestation"] == {"type": "symmetricKey", "symmetricKey": {}}
+    assert dps_module.calls[1]["body"]["attestation"] == {"type": "symmetricKey", "symmetricKey": {}}
 
 
 def test_generated_keys_read_from_the_attestation_when_the_put_answer_lacks_them(service_module):
+    # Scripted: the emulator's PUT answer always carries the keys (as DPS's does); this guards an answer without them.
+    generated = base64.b64encode(b"generated-secondary-0123456789ab").decode()
+    sym_record = {"enrollmentGroupId": "sensors", "attestation": {"type": "symmetricKey", "symmetricKey": {}}}
     result = run(
         service_module,
-        sym_args(primary_key=GIVEN_KEY),
+        dict(connection_string=CONNECTION_STRING, enrollment_group_id="sensors", attestation="symmetric_key")
+        | {"primary_key": GIVEN_KEY},
         reply(404, {}),
-        reply(200, sym_record()),
-        reply(
-            200,
-            {"type": "symmetricKey", "symmetricKey": {"primaryKey": GIVEN_KEY, "secondaryKey": GENERATED_SECONDARY}},
-        ),
+        reply(200, dict(sym_record, etag='"s1"')),
+        reply(200, {"type": "symmetricKey", "symmetricKey": {"primaryKey": GIVEN_KEY, "secondaryKey": generated}}),
     )
-    assert result.result["generated_keys"] == {"secondary_key": GENERATED_SECONDARY}  # not the one given
+    assert result.result["generated_keys"] == {"secondary_key": generated}  # not the one given
     assert service_module.methods()[-1] == "POST enrollmentGroups/sensors/attestationmechanism"
 
 
-def test_existing_symmetric_enrollment_returns_no_keys(service_module):
+def test_existing_symmetric_enrollment_returns_no_keys(dps_module):
     # a later run (or a run after someone else created it): unchanged, nothing generated, nothing returned
-    result = run(service_module, sym_args(), reply(200, sym_record(primaryKey=None, secondaryKey=None)))
-    out = result.result
+    create(dps_module, sym_args(dps_module, "unit-sym-existing"))
+    out = run(dps_module, sym_args(dps_module, "unit-sym-existing")).result
     assert (out["changed"], "generated_keys" in out) == (False, False)
-    assert service_module.methods() == ["GET enrollmentGroups/sensors"]
+    assert dps_module.methods() == ["GET enrollmentGroups/unit-sym-existing"]
 
 
-def test_update_of_a_symmetric_enrollment_carries_its_keys(service_module):
-    keys = {"primaryKey": GENERATED_PRIMARY, "secondaryKey": GENERATED_SECONDARY}
-    result = run(
-        service_module,
-        sym_args(provisioning_status="disabled"),
-        reply(200, sym_record()),  # a plain GET has no keys
-        reply(200, {"type": "symmetricKey", "symmetricKey": keys}),
-        reply(200, dict(sym_record(), provisioningStatus="disabled", etag='"s2"')),
-    )
-    out = result.result
+def test_update_of_a_symmetric_enrollment_carries_its_keys(dps_module):
+    create(dps_module, sym_args(dps_module, "unit-sym-update"))
+    keys = keys_in_dps(dps_module, "unit-sym-update")
+    out = run(dps_module, sym_args(dps_module, "unit-sym-update", provisioning_status="disabled")).result
     assert out["changed"] is True
     assert "generated_keys" not in out
-    put = service_module.calls[2]
+    assert dps_module.methods() == [
+        "GET enrollmentGroups/unit-sym-update",  # a plain GET has no keys
+        "POST enrollmentGroups/unit-sym-update/attestationmechanism",
+        "PUT enrollmentGroups/unit-sym-update",
+    ]
+    put = dps_module.calls[2]
     assert put["body"]["attestation"]["symmetricKey"] == keys  # a PUT without them would rotate them
-    assert put["headers"]["If-Match"] == '"s1"'
+    assert put["headers"]["If-Match"]
+    assert keys_in_dps(dps_module, "unit-sym-update") == keys
 
 
-def test_given_key_that_differs_is_changed_and_never_shown(service_module):
-    keys = {"primaryKey": GENERATED_PRIMARY, "secondaryKey": GENERATED_SECONDARY}
-    result = run(
-        service_module,
-        sym_args(primary_key=GIVEN_KEY, _ansible_diff=True, _ansible_check_mode=True),
-        reply(200, sym_record()),
-        reply(200, {"type": "symmetricKey", "symmetricKey": keys}),
-    )
-    out = result.result
+def test_given_key_that_differs_is_changed_and_never_shown(dps_module):
+    create(dps_module, sym_args(dps_module, "unit-sym-given"))
+    keys = keys_in_dps(dps_module, "unit-sym-given")
+    args = sym_args(dps_module, "unit-sym-given", primary_key=GIVEN_KEY, _ansible_diff=True, _ansible_check_mode=True)
+    out = run(dps_module, args).result
     assert out["differences"] == ["attestation.symmetricKey.primaryKey"]
     text = json.dumps(out)
-    for secret in (GIVEN_KEY, GENERATED_PRIMARY, GENERATED_SECONDARY, POLICY_KEY):
+    for secret in (GIVEN_KEY, keys["primaryKey"], keys["secondaryKey"], policy_key(OWNER_POLICY)):
         assert secret not in text
     assert json.loads(out["diff"]["after"])["attestation"]["symmetricKey"]["primaryKey"] == "******** (changed)"
 
@@ -261,120 +232,143 @@ def test_given_key_that_differs_is_changed_and_never_shown(service_module):
 # --- concurrency and retries ----------------------------------------------------------------------------------
 
 
-def test_412_is_read_again_compared_again_and_retried(service_module, pki):
-    stale = group_record(pki, initialTwin={"tags": {"site": "plant-2"}})
-    newer = group_record(pki, etag='"e7"', initialTwin={"tags": {"site": "plant-9"}}, iotHubs=[HUB, "hub-b.x"])
-    result = run(
-        service_module,
-        group_args(pki),
-        reply(200, stale),
-        reply(412, {"errorCode": 412002, "message": "etag mismatch"}),
-        reply(200, newer),
-        reply(200, group_record(pki, etag='"e8"')),
-    )
-    out = result.result
+def another_writer(harness, collection, record_id, change, method="PUT", times=1):
+    """Before each of the module's first `times` requests `method`, someone else writes the record (`change(record)`
+    edits the stored record in place; None: creates it from `change(None)`)."""
+    writes = []
+
+    def before(call):
+        if call["method"] != method or len(writes) >= times:
+            return
+        client = harness.service_client()
+        record = client.get(collection, record_id)
+        body = change(record)
+        if record is None:
+            client.put(collection, record_id, body, None)
+        elif body is None:
+            client.delete(collection, record_id, None)
+        else:
+            client.put(collection, record_id, body, "*")
+        writes.append(call)
+
+    harness.before_request(before)
+    return writes
+
+
+def test_412_is_read_again_compared_again_and_retried(dps_module, pki):
+    first = create(dps_module, group_args(dps_module, pki, "unit-412", initial_twin={"tags": {"site": "plant-2"}}))
+
+    def newer(record):
+        record["initialTwin"] = {"tags": {"site": "plant-9"}}
+        return record
+
+    writes = another_writer(dps_module, ENROLLMENT_GROUPS, "unit-412", newer)
+    out = run(dps_module, group_args(dps_module, pki, "unit-412")).result
+    assert len(writes) == 1
     assert out["changed"] is True
-    assert out["differences"] == ["iotHubs", "initialTwin.tags"]  # compared against the newer record
-    assert [call["headers"].get("If-Match") for call in service_module.calls if call["method"] == "PUT"] == [
-        '"e1"',
-        '"e7"',
-    ]
-    assert any("HTTP 412 on write" in line and "reading it again (1/3)" in line for line in service_module.logs)
+    assert out["differences"] == ["initialTwin.tags"]  # compared against the newer record
+    if_match = [call["headers"].get("If-Match") for call in dps_module.calls if call["method"] == "PUT"]
+    assert len(if_match) == 2 and if_match[0] == first["etag"] and if_match[1] != first["etag"]
+    assert any("HTTP 412 on write" in line and "reading it again (1/3)" in line for line in dps_module.logs)
+    stored = dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-412")
+    assert stored["initialTwin"]["tags"] == {"site": "plant-3"}
 
 
-def test_412_retries_are_bounded(service_module, pki):
-    stale = group_record(pki, initialTwin={"tags": {}})
-    script = []
-    for _ in range(4):
-        script += [reply(200, stale), reply(412, {"errorCode": 412002})]
-    result = run(service_module, group_args(pki), *script)
+def test_412_retries_are_bounded(dps_module, pki):
+    create(dps_module, group_args(dps_module, pki, "unit-412-bounded", initial_twin={"tags": {}}))
+    another_writer(dps_module, ENROLLMENT_GROUPS, "unit-412-bounded", lambda record: record, times=4)
+    result = run(dps_module, group_args(dps_module, pki, "unit-412-bounded"))
     assert result.failed
     assert result.result["msg"] == (
-        "enrollment group fleet: the enrollment changed in DPS while this task was writing it, 4 times in a row "
-        "(HTTP 412); this task changed nothing, run it again"
+        "enrollment group unit-412-bounded: the enrollment changed in DPS while this task was writing it, 4 times in "
+        "a row (HTTP 412); this task changed nothing, run it again"
     )
-    assert [call["method"] for call in service_module.calls].count("PUT") == 4
+    assert [call["method"] for call in dps_module.calls].count("PUT") == 4
 
 
-def test_create_race_409_is_read_again(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki),
-        reply(404, {}),
-        reply(409, {"errorCode": 409201, "message": "exists"}),
-        reply(200, group_record(pki)),  # someone else created the same thing: nothing left to do
+def test_create_race_409_is_read_again(dps_module, pki):
+    args = group_args(dps_module, pki, "unit-409")
+    body = {
+        "enrollmentGroupId": "unit-409",
+        "attestation": {
+            "type": "x509",
+            "x509": {"signingCertificates": {"primary": {"certificate": Path(pki["ca"]["path"]).read_text()}}},
+        },
+        "iotHubs": [HUB],
+        "initialTwin": {"tags": {"site": "plant-3"}},
+    }
+    writes = another_writer(dps_module, ENROLLMENT_GROUPS, "unit-409", lambda record: body)
+    out = run(dps_module, args).result
+    # someone else created the same thing: the 409 is read again, nothing left to do
+    assert (len(writes), out["changed"], out["differences"]) == (1, False, [])
+    assert dps_module.methods() == [
+        "GET enrollmentGroups/unit-409",
+        "PUT enrollmentGroups/unit-409",
+        "GET enrollmentGroups/unit-409",
+    ]
+
+
+def test_429_retry_after_is_honoured(dps_module, pki):
+    create(dps_module, group_args(dps_module, pki, "unit-429"))
+    dps_module.emulator.set_faults(
+        [
+            {"type": "throttle", "count": 1, "retry_after": 5, "registration_id": "unit-429"},
+            {"type": "error", "status": 503, "count": 1, "registration_id": "unit-429"},
+        ]
     )
-    assert (result.result["changed"], result.result["differences"]) == (False, [])
-
-
-def test_429_retry_after_is_honoured(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki),
-        reply(429, {"errorCode": 429001}, Retry_After=5),
-        reply(503, {}),
-        reply(200, group_record(pki)),
-    )
+    result = run(dps_module, group_args(dps_module, pki, "unit-429"))
     assert result.result["changed"] is False
-    assert service_module.sleeps == [5.0, 2.0]
+    assert dps_module.sleeps == [5.0, 2.0]
     assert (result.result["requests"], result.result["retried_requests"]) == (3, 2)
 
 
-def test_throttling_past_the_deadline_fails_with_the_timeout(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki, timeout=12),
-        reply(429, {}, Retry_After=10),
-        reply(429, {}, Retry_After=10),
-    )
+def test_throttling_past_the_deadline_fails_with_the_timeout(dps_module, pki):
+    dps_module.emulator.set_faults([{"type": "throttle", "retry_after": 10, "registration_id": "unit-throttled"}])
+    result = run(dps_module, group_args(dps_module, pki, "unit-throttled", timeout=12))
     assert result.failed
-    assert result.result["msg"].startswith("enrollment group fleet: DPS did not finish within timeout=12s")
-    assert service_module.sleeps == [10.0]
+    assert result.result["msg"].startswith("enrollment group unit-throttled: DPS did not finish within timeout=12s")
+    assert dps_module.sleeps == [10.0]
 
 
 # --- errors the user can act on -------------------------------------------------------------------------------
 
 
-def test_wrong_key(service_module, pki):
-    result = run(service_module, group_args(pki), reply(401, {"errorCode": 401002, "message": "Unauthorized"}))
+def test_wrong_key(dps_module, pki):
+    args = group_args(dps_module, pki, "unit-wrong-key")
+    args["connection_string"] = dps_module.connection_string(OWNER_POLICY, key=POLICY_KEY)
+    result = run(dps_module, args)
     assert result.failed
-    assert result.result["msg"] == (
-        "enrollment group fleet: the DPS refused the shared access signature: check SharedAccessKey of policy "
-        "provisioningserviceowner and the controller clock, and that the policy has EnrollmentRead "
-        "(HTTP 401 (401002): Unauthorized)"
+    assert result.result["msg"].startswith(
+        "enrollment group unit-wrong-key: the DPS refused the shared access signature: check SharedAccessKey of "
+        "policy provisioningserviceowner and the controller clock, and that the policy has EnrollmentRead "
+        "(HTTP 401 (401002): "
     )
     assert (result.result["http_status"], result.result["error_code"]) == (401, 401002)
     assert POLICY_KEY not in json.dumps(result.result)
 
 
-def test_policy_without_enrollment_write(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki),
-        reply(200, group_record(pki, initialTwin={})),
-        reply(401, {"errorCode": 401002, "message": "Unauthorized"}),
-    )
+def test_policy_without_enrollment_write(dps_module, pki):
+    create(dps_module, group_args(dps_module, pki, "unit-no-write", initial_twin={}))
+    args = group_args(dps_module, pki, "unit-no-write")
+    args["connection_string"] = dps_module.connection_string("enrollmentread")
+    result = run(dps_module, args)
     assert result.result["msg"].startswith(
-        "enrollment group fleet: policy provisioningserviceowner may not update enrollment group fleet: give it the "
-        "EnrollmentWrite permission"
+        "enrollment group unit-no-write: policy enrollmentread may not update enrollment group unit-no-write: give it "
+        "the EnrollmentWrite permission"
     )
 
 
-def test_unknown_hub(service_module, pki):
-    result = run(
-        service_module,
-        group_args(pki, iot_hubs=["nope.azure-devices.net"]),
-        reply(404, {}),
-        reply(400, {"errorCode": 400208, "message": "The linked IoT hub nope.azure-devices.net was not found"}),
-    )
+def test_unknown_hub(dps_module, pki):
+    result = run(dps_module, group_args(dps_module, pki, "unit-bad-hub", iot_hubs=["nope.azure-devices.net"]))
     assert result.result["msg"].startswith(
-        "enrollment group fleet: DPS does not accept iot_hubs nope.azure-devices.net: every hub must be linked"
+        "enrollment group unit-bad-hub: DPS does not accept iot_hubs nope.azure-devices.net: every hub must be linked"
     )
+    assert dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-bad-hub") is None
 
 
 def test_malformed_connection_string_fails_before_any_request(service_module, pki):
     bad = f"HostName={HOST};SharedAccessKey={POLICY_KEY}"
-    result = run(service_module, group_args(pki, connection_string=bad))
+    result = run(service_module, group_args(service_module, pki, "fleet", connection_string=bad))
     assert result.failed
     assert result.result["msg"].startswith("enrollment group fleet: connection_string has no SharedAccessKeyName;")
     assert service_module.calls == []
@@ -395,7 +389,7 @@ PRIVATE_KEY_REFUSED = "holds a private key; give a file with the certificate onl
 )
 def test_input_errors_before_any_request(service_module, pki, option, value, message):
     value = pki["with_key"] if value == "WITH_KEY" else value
-    result = run(service_module, group_args(pki, **{option: value}))
+    result = run(service_module, group_args(service_module, pki, "fleet", **{option: value}))
     assert result.failed
     assert result.result["msg"] == "enrollment group fleet: " + message.replace("WITH_KEY", pki["with_key"])
     assert service_module.calls == []
@@ -422,45 +416,57 @@ def test_individual_x509_needs_a_cn(service_module, tmp_path):
     )
 
 
-def test_individual_enrollment_with_device_id(service_module, pki):
-    args = dict(
-        connection_string=CONNECTION_STRING,
+def test_individual_enrollment_with_device_id(dps_module, pki):
+    args = dps_module.service_args(
         registration_id="pi-0042",
         attestation="x509",
         primary_certificate=pki["device"]["path"],
         device_id="pi-0042-edge",
         provisioning_status="disabled",
     )
-    answer = {"registrationId": "pi-0042", "deviceId": "pi-0042-edge", "provisioningStatus": "disabled", "etag": "x"}
-    result = run(service_module, args, reply(404, {}), reply(200, answer))
-    put = service_module.calls[1]
-    assert put["url"].startswith(f"https://{HOST}/enrollments/pi-0042?api-version=2021-10-01")
+    result = run(dps_module, args)
+    put = dps_module.calls[1]
+    assert put["url"].startswith(f"https://{dps_module.address}/enrollments/pi-0042?api-version=2021-10-01")
     assert put["body"]["deviceId"] == "pi-0042-edge"
     assert "clientCertificates" in put["body"]["attestation"]["x509"]
     assert result.result["changed"] is True
+    stored = dps_module.service_client().get(ENROLLMENTS, "pi-0042")
+    assert (stored["deviceId"], stored["provisioningStatus"]) == ("pi-0042-edge", "disabled")
+    assert run(dps_module, args).result["changed"] is False
 
 
-def test_separate_policy_options_and_validate_certs(service_module, pki):
-    args = group_args(pki, validate_certs=False, ca_path="/etc/ca.pem")
+def test_separate_policy_options_and_validate_certs(dps_module, pki):
+    args = group_args(dps_module, pki, "unit-policy-options", validate_certs=False)
     del args["connection_string"]
-    args.update(service_host="127.0.0.1:8443", policy_name="writer", policy_key=POLICY_KEY)
-    run(service_module, args, reply(200, group_record(pki)))
-    assert service_module.calls[0]["url"].startswith("https://127.0.0.1:8443/enrollmentGroups/fleet?")
-    assert "&skn=writer" in service_module.calls[0]["headers"]["Authorization"]
-    assert (service_module.transport_options["validate_certs"], service_module.transport_options["ca_path"]) == (
+    args.update(service_host=dps_module.address, policy_name="enrollmentread", policy_key=policy_key("enrollmentread"))
+    assert not run(dps_module, dict(args, _ansible_check_mode=True)).failed
+    assert dps_module.calls[0]["url"].startswith(f"https://{dps_module.address}/enrollmentGroups/unit-policy-options?")
+    assert "&skn=enrollmentread" in dps_module.calls[0]["headers"]["Authorization"]
+    assert (dps_module.transport_options["validate_certs"], dps_module.transport_options["ca_path"]) == (
         False,
-        "/etc/ca.pem",
+        dps_module.emulator.ca_cert,
     )
-    assert any("validate_certs=false" in warning for warning in service_module.warnings)
+    assert any("validate_certs=false" in warning for warning in dps_module.warnings)
 
 
 def test_leftover_difference_after_the_write_is_warned(service_module, pki):
-    # DPS answers the PUT with hubs other than those sent (a server-side rule): the next run would change again
+    # Scripted: the emulator stores what it is sent; this is a DPS that answers the PUT with other hubs (a
+    # server-side rule), so that the next run would change again.
+    args = group_args(service_module, pki, "fleet")
+    answer = {
+        "enrollmentGroupId": "fleet",
+        "attestation": {
+            "type": "x509",
+            "x509": {"signingCertificates": {"primary": {"info": info(pki["ca"]["certificate"])}}},
+        },
+        "initialTwin": {"tags": {"site": "plant-3"}, "properties": {"desired": {}}},
+        "etag": '"e1"',
+    }
     result = run(
         service_module,
-        group_args(pki),
-        reply(200, group_record(pki, initialTwin={})),
-        reply(200, group_record(pki, iotHubs=["hub-z.azure-devices.net"])),
+        args,
+        reply(200, dict(answer, iotHubs=[HUB], initialTwin={})),
+        reply(200, dict(answer, iotHubs=["hub-z.azure-devices.net"])),
     )
     assert result.result["changed"] is True
     assert service_module.warnings == [
@@ -469,41 +475,50 @@ def test_leftover_difference_after_the_write_is_warned(service_module, pki):
     ]
 
 
+def info(certificate) -> dict:
+    return {
+        "subjectName": f"CN={certificate.subject.rfc4514_string()[3:]}",
+        "sha1Thumbprint": certificate.fingerprint(hashes.SHA1()).hex().upper(),
+        "sha256Thumbprint": certificate.fingerprint(hashes.SHA256()).hex().upper(),
+    }
+
+
 # --- state absent ---------------------------------------------------------------------------------------------
 
 
-def test_absent_deletes_with_if_match(service_module, pki):
-    args = dict(connection_string=CONNECTION_STRING, enrollment_group_id="fleet", state="absent")
-    result = run(service_module, args, reply(200, group_record(pki)), reply(204))
+def test_absent_deletes_with_if_match(dps_module, pki):
+    etag = create(dps_module, group_args(dps_module, pki, "unit-absent"))["etag"]
+    args = dps_module.service_args(enrollment_group_id="unit-absent", state="absent")
+    result = run(dps_module, args)
     assert (result.result["changed"], result.result["differences"]) == (True, ["enrollment"])
-    assert service_module.calls[1]["method"] == "DELETE"
-    assert service_module.calls[1]["headers"]["If-Match"] == '"e1"'
+    assert dps_module.calls[1]["method"] == "DELETE"
+    assert dps_module.calls[1]["headers"]["If-Match"] == etag
+    assert dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-absent") is None
 
 
-def test_absent_when_already_absent_and_in_check_mode(service_module, pki):
-    args = dict(connection_string=CONNECTION_STRING, enrollment_group_id="fleet", state="absent")
-    assert run(service_module, args, reply(404, {})).result["changed"] is False
-    result = run(service_module, dict(args, _ansible_check_mode=True), reply(200, group_record(pki)))
+def test_absent_when_already_absent_and_in_check_mode(dps_module, pki):
+    args = dps_module.service_args(enrollment_group_id="unit-absent-check", state="absent")
+    assert run(dps_module, args).result["changed"] is False
+    create(dps_module, group_args(dps_module, pki, "unit-absent-check"))
+    result = run(dps_module, dict(args, _ansible_check_mode=True))
     assert result.result["changed"] is True
-    assert [call["method"] for call in service_module.calls] == ["GET"]
+    assert [call["method"] for call in dps_module.calls] == ["GET"]
+    assert dps_module.service_client().get(ENROLLMENT_GROUPS, "unit-absent-check") is not None
 
 
-def test_absent_412_then_deleted(service_module, pki):
-    args = dict(connection_string=CONNECTION_STRING, registration_id="pi-0042", state="absent")
-    record = {"registrationId": "pi-0042", "etag": '"a"'}
-    result = run(
-        service_module,
-        args,
-        reply(200, record),
-        reply(412, {}),
-        reply(200, dict(record, etag='"b"')),
-        reply(204),
+def test_absent_412_then_deleted(dps_module, pki):
+    first = create(
+        dps_module,
+        dps_module.service_args(
+            registration_id="pi-0042", attestation="x509", primary_certificate=pki["device"]["path"]
+        ),
     )
-    assert result.result["changed"] is True
-    assert [call["headers"].get("If-Match") for call in service_module.calls if call["method"] == "DELETE"] == [
-        '"a"',
-        '"b"',
-    ]
+    writes = another_writer(dps_module, ENROLLMENTS, "pi-0042", lambda record: record, method="DELETE")
+    result = run(dps_module, dps_module.service_args(registration_id="pi-0042", state="absent"))
+    assert (len(writes), result.result["changed"]) == (1, True)
+    if_match = [call["headers"].get("If-Match") for call in dps_module.calls if call["method"] == "DELETE"]
+    assert len(if_match) == 2 and if_match[0] == first["etag"] and if_match[1] != first["etag"]
+    assert dps_module.service_client().get(ENROLLMENTS, "pi-0042") is None
 
 
 # --- the argument spec ----------------------------------------------------------------------------------------
