@@ -7,6 +7,7 @@
 - emulator.py   the DPS emulator fixture factory, on top of `dps_emulator.testing`
 - playbook.py   `run_playbook`: ansible-playbook on generated tasks or a playbook file, results back as a dict
 - modules.py    `run_module`: one module's main() with arguments, in this process or a forked one
-- dps_fakes.py  a scripted transport and a fake clock for the collection's DPS clients (unit tests, no network)
+- dps_fakes.py  a fake clock and a module harness for the collection's DPS clients: a scripted transport, or the
+                real one answered by the emulator (unit tests)
 - killer.py     SIGKILLs a module process at a chosen point of its write path (run_module(kill_at=...))
 """

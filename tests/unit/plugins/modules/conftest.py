@@ -3,6 +3,8 @@ a fake clock), or, for what the emulator cannot produce, with a scripted transpo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.support.dps_fakes import ModuleHarness, emulator_config
@@ -27,7 +29,7 @@ def dps_emulator(dps_emulator_factory, emulator_pki):
 
 
 @pytest.fixture
-def dps_module(monkeypatch, dps_emulator) -> ModuleHarness:
+def dps_module(monkeypatch, dps_emulator) -> Iterator[ModuleHarness]:
     dps_emulator.clear_faults()
     yield ModuleHarness(monkeypatch, dps_emulator)
     dps_emulator.clear_faults()

@@ -1,4 +1,6 @@
-"""Unit tests for the dps_register module: argument checks, idempotence, check mode, error messages (no network)."""
+"""Unit tests for the dps_register module: argument checks, idempotence, check mode, error messages - against the DPS
+emulator (`dps_module`: the real transport over mutual TLS or SAS, a fake clock), or with scripted replies
+(`service_module`) for what the emulator cannot produce."""
 
 from __future__ import annotations
 
@@ -6,12 +8,11 @@ import base64
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils import _dps, _x509_der
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENTS
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_register
-from tests.support.dps_fakes import reply
-from tests.support.pki import Pki
+from tests.support.dps_fakes import EMULATED_GROUP_KEY, EMULATED_HUB, EMULATED_ID_SCOPE, reply
 
-GROUP_KEY = base64.b64encode(b"group-key-material-0123456789abc").decode()
+GROUP_KEY = EMULATED_GROUP_KEY
 
 
 def register(harness, args: dict, *script):
@@ -19,22 +20,21 @@ def register(harness, args: dict, *script):
 
 
 @pytest.fixture
-def harness(service_module):
-    return service_module
+def harness(dps_module):
+    return dps_module
 
 
-@pytest.fixture
-def device_files(tmp_path):
-    """Chain (leaf + intermediate), leaf-only and key files for CN pi-0042."""
-    device = Pki(tmp_path).device("pi-0042")
-    return dict(device.files(), thumbprints=_x509_der.thumbprints(device.issued.der))
+def device(emulator_pki, registration_id: str, **kwargs) -> dict:
+    """Chain (leaf + intermediate), leaf-only and key files of a device of group unit-x509."""
+    return emulator_pki.device(registration_id, **kwargs).files()
 
 
-def x509_args(files, **extra) -> dict:
+def x509_args(harness, files, registration_id, **extra) -> dict:
     args = dict(
-        id_scope="0ne00000A1B",
-        registration_id="pi-0042",
-        provisioning_host="127.0.0.1:8443",
+        id_scope=EMULATED_ID_SCOPE,
+        registration_id=registration_id,
+        provisioning_host=harness.address,
+        ca_path=harness.emulator.ca_cert,
         client_cert=files["chain"],
         client_key=files["key"],
     )
@@ -42,111 +42,120 @@ def x509_args(files, **extra) -> dict:
     return args
 
 
-def assigned_state(files=None, **extra) -> dict:
-    state = {"registrationId": "pi-0042", "status": "assigned", "assignedHub": "hub.example", "deviceId": "pi-0042"}
-    if files:
-        state["x509"] = {"certificateInfo": {"sha1Thumbprint": files["thumbprints"]["sha1"]}}
-    state.update(extra)
-    return state
-
-
-def test_registers_when_not_registered(harness, device_files):
-    result = register(
-        harness,
-        x509_args(device_files, payload={"site": "lab"}),
-        reply(404, {"errorCode": 404201, "message": "not found"}),
-        reply(202, {"operationId": "op-1", "status": "assigning"}, Retry_After=2),
-        reply(200, {"operationId": "op-1", "status": "assigned", "registrationState": assigned_state(device_files)}),
+def sym_args(harness, registration_id, **extra) -> dict:
+    args = dict(
+        id_scope=EMULATED_ID_SCOPE,
+        registration_id=registration_id,
+        provisioning_host=harness.address,
+        ca_path=harness.emulator.ca_cert,
+        attestation="symmetric_key",
+        group_key=GROUP_KEY,
     )
-    assert not result.failed
+    args.update(extra)
+    return args
+
+
+def hub_device(harness, registration_id) -> dict:
+    return next(item for item in harness.emulator.devices() if item["registrationId"] == registration_id)
+
+
+def test_registers_when_not_registered(harness, emulator_pki):
+    files = device(emulator_pki, "pi-reg-new")
+    result = register(harness, x509_args(harness, files, "pi-reg-new", payload={"site": "lab"}))
+    assert not result.failed, result.result
     out = result.result
     assert out["changed"] is True
-    assert (out["status"], out["assigned_hub"], out["device_id"], out["operation_id"]) == (
-        "assigned",
-        "hub.example",
-        "pi-0042",
-        "op-1",
-    )
+    assert (out["status"], out["assigned_hub"], out["device_id"]) == ("assigned", EMULATED_HUB, "pi-reg-new")
+    assert out["operation_id"]
     assert out["requests"] == 3
-    assert [call["method"] for call in harness.calls] == ["POST", "PUT", "GET"]
-    assert harness.transport_options["client_cert"] == device_files["chain"]
+    assert harness.methods() == [
+        f"POST {EMULATED_ID_SCOPE}/registrations/pi-reg-new",
+        f"PUT {EMULATED_ID_SCOPE}/registrations/pi-reg-new/register",
+        f"GET {EMULATED_ID_SCOPE}/registrations/pi-reg-new/operations/{out['operation_id']}",
+    ]
+    assert harness.calls[1]["body"] == {"registrationId": "pi-reg-new", "payload": {"site": "lab"}}
+    assert harness.transport_options["client_cert"] == files["chain"]
     assert harness.transport_options["validate_certs"] is True
-    assert harness.sleeps == [2.0]
+    assert harness.sleeps == [2.0]  # the emulator's Retry-After
+    assert hub_device(harness, "pi-reg-new")["registrationCount"] == 1
 
 
-def test_already_assigned_same_certificate_is_unchanged(harness, device_files):
-    result = register(harness, x509_args(device_files), reply(200, assigned_state(device_files)))
+def test_already_assigned_same_certificate_is_unchanged(harness, emulator_pki):
+    files = device(emulator_pki, "pi-reg-same")
+    assert register(harness, x509_args(harness, files, "pi-reg-same")).result["changed"] is True
+    result = register(harness, x509_args(harness, files, "pi-reg-same"))
     assert result.result["changed"] is False
-    assert result.result["assigned_hub"] == "hub.example"
+    assert result.result["assigned_hub"] == EMULATED_HUB
     assert len(harness.calls) == 1
+    assert hub_device(harness, "pi-reg-same")["registrationCount"] == 1
 
 
-def test_force_registers_again(harness, device_files):
-    result = register(
-        harness,
-        x509_args(device_files, force=True),
-        reply(200, assigned_state(device_files)),
-        reply(200, {"operationId": "op-2", "status": "assigned", "registrationState": assigned_state(device_files)}),
-    )
+def test_force_registers_again(harness, emulator_pki):
+    files = device(emulator_pki, "pi-reg-force")
+    register(harness, x509_args(harness, files, "pi-reg-force"))
+    result = register(harness, x509_args(harness, files, "pi-reg-force", force=True))
     assert result.result["changed"] is True
+    assert hub_device(harness, "pi-reg-force")["registrationCount"] == 2
 
 
-def test_assigned_with_other_certificate_registers_again(harness, device_files):
-    other = assigned_state(x509={"certificateInfo": {"sha1Thumbprint": "00" * 20}})
-    result = register(
-        harness,
-        x509_args(device_files),
-        reply(200, other),
-        reply(200, {"operationId": "op-3", "status": "assigned", "registrationState": assigned_state(device_files)}),
-    )
+def test_assigned_with_other_certificate_registers_again(harness, emulator_pki):
+    old = device(emulator_pki, "pi-reg-old-hardware", cn="pi-reg-renewed")
+    register(harness, x509_args(harness, old, "pi-reg-renewed"))
+    new = emulator_pki.device("pi-reg-renewed")
+    result = register(harness, x509_args(harness, new.files(), "pi-reg-renewed"))
     assert result.result["changed"] is True
+    assert hub_device(harness, "pi-reg-renewed")["sha256Thumbprint"] == new.sha256.upper()
+    assert register(harness, x509_args(harness, new.files(), "pi-reg-renewed")).result["changed"] is False
 
 
-def test_check_mode_stops_after_lookup(harness, device_files):
-    result = register(harness, x509_args(device_files, _ansible_check_mode=True), reply(404, {"errorCode": 404201}))
+def test_check_mode_stops_after_lookup(harness, emulator_pki):
+    files = device(emulator_pki, "pi-reg-check")
+    result = register(harness, x509_args(harness, files, "pi-reg-check", _ansible_check_mode=True))
     assert result.result["changed"] is True
     assert [call["method"] for call in harness.calls] == ["POST"]
+    assert harness.emulator.registrations().get("pi-reg-check") is None
 
 
-def test_leaf_only_chain_message(harness, device_files):
-    result = register(
-        harness,
-        x509_args(device_files, client_cert=device_files["leaf"]),
-        reply(401, {"errorCode": 401002, "message": "CA certificate not found", "trackingId": "t"}),
-    )
+def test_leaf_only_chain_message(harness, emulator_pki):
+    files = device(emulator_pki, "pi-reg-leaf")
+    result = register(harness, x509_args(harness, files, "pi-reg-leaf", client_cert=files["leaf"]))
     assert result.failed
     assert result.result["msg"] == (
-        "pi-0042: DPS refused the certificate (401002): the chain you sent stops at the device certificate; "
+        "pi-reg-leaf: DPS refused the certificate (401002): the chain you sent stops at the device certificate; "
         "send the full chain (device + intermediate) in client_cert"
     )
     assert (result.result["http_status"], result.result["error_code"]) == (401, 401002)
 
 
-def test_cn_mismatch_fails_before_any_request(harness, device_files):
-    result = register(harness, x509_args(device_files, registration_id="pi-0099"))
+def test_cn_mismatch_fails_before_any_request(harness, emulator_pki):
+    files = device(emulator_pki, "pi-0042")
+    result = register(harness, x509_args(harness, files, "pi-0099"))
     assert result.failed
     assert "registration id 'pi-0099' does not match certificate CN 'pi-0042'" in result.result["msg"]
     assert harness.calls == []
 
 
-def test_missing_key_file(harness, device_files):
-    result = register(harness, x509_args(device_files, client_key="/nonexistent/key.pem"))
+def test_missing_key_file(harness, emulator_pki):
+    files = device(emulator_pki, "pi-0042")
+    result = register(harness, x509_args(harness, files, "pi-0042", client_key="/nonexistent/key.pem"))
     assert result.result["msg"] == "pi-0042: client_key /nonexistent/key.pem does not exist"
+    assert harness.calls == []
 
 
-def test_invalid_registration_id(harness, device_files):
-    result = register(harness, x509_args(device_files, registration_id="pi 42"))
+def test_invalid_registration_id(harness, emulator_pki):
+    files = device(emulator_pki, "pi-0042")
+    result = register(harness, x509_args(harness, files, "pi 42"))
     assert result.failed
     assert result.result["msg"] == "registration id 'pi 42' contains ' '; DPS allows only letters, digits and - . _ :"
     assert harness.calls == []
 
 
-def test_registration_id_up_to_128_characters_64_when_it_is_the_certificate_cn(harness, device_files):
+def test_registration_id_up_to_128_characters_64_when_it_is_the_certificate_cn(harness, emulator_pki):
     long_id = "s" * 128
-    args = dict(id_scope="0ne00000A1B", registration_id=long_id, attestation="symmetric_key", group_key=GROUP_KEY)
-    state = {"registrationId": long_id, "status": "assigned", "assignedHub": "h", "symmetricKey": {}}
-    assert register(harness, args, reply(200, state)).result["changed"] is False
-    refused = register(harness, x509_args(device_files, registration_id="x" * 65))
+    assert register(harness, sym_args(harness, long_id)).result["changed"] is True
+    assert register(harness, sym_args(harness, long_id)).result["changed"] is False
+    files = device(emulator_pki, "pi-0042")
+    refused = register(harness, x509_args(harness, files, "x" * 65))
     assert refused.result["msg"].endswith(
         "is 65 characters long; DPS allows at most 64 when it is an X.509 certificate CN"
     )
@@ -154,89 +163,121 @@ def test_registration_id_up_to_128_characters_64_when_it_is_the_certificate_cn(h
 
 
 def test_symmetric_key_group_derives_device_key(harness):
+    # the emulator checks the SAS with the device key it derives from the group key itself
+    result = register(harness, sym_args(harness, "sym-reg-1"))
+    assert (result.result["changed"], result.result["status"]) == (True, "assigned")
+    assert harness.transport_options["client_cert"] is None
+    assert all(call["headers"]["Authorization"].startswith("SharedAccessSignature sr=") for call in harness.calls)
+    assert hub_device(harness, "sym-reg-1")["attestation"] == "symmetricKey"
+    wrong = register(harness, sym_args(harness, "sym-reg-1", group_key=base64.b64encode(b"x" * 32).decode()))
+    assert (wrong.result["http_status"], wrong.result["error_code"]) == (401, 401002)
+
+
+def test_default_provisioning_host_is_the_global_endpoint(service_module):
+    # Scripted: the emulator cannot answer at global.azure-devices-provisioning.net.
     args = dict(id_scope="0ne00000A1B", registration_id="sym-1", attestation="symmetric_key", group_key=GROUP_KEY)
     state = {"registrationId": "sym-1", "status": "assigned", "assignedHub": "h", "symmetricKey": {}}
-    result = register(harness, args, reply(200, state))
-    assert result.result["changed"] is False
-    device_key = _dps.derive_device_key(GROUP_KEY, "sym-1")
-    authorization = harness.calls[0]["headers"]["Authorization"]
-    expiry = int(authorization.rsplit("&se=", 1)[1].split("&")[0])
-    assert authorization == _dps.sas_token("0ne00000A1B", "sym-1", device_key, expiry)
-    assert harness.transport_options["client_cert"] is None
-    assert harness.calls[0]["url"].startswith("https://global.azure-devices-provisioning.net/0ne00000A1B/")
+    assert register(service_module, args, reply(200, state)).result["changed"] is False
+    assert service_module.calls[0]["url"].startswith("https://global.azure-devices-provisioning.net/0ne00000A1B/")
 
 
 def test_symmetric_key_needs_a_key(harness):
-    args = dict(id_scope="0ne00000A1B", registration_id="sym-1", attestation="symmetric_key")
+    args = sym_args(harness, "sym-1")
+    del args["group_key"]
     result = register(harness, args)
     assert result.failed
     assert "symmetric_key" in result.result["msg"]
     assert "group_key" in result.result["msg"]
+    assert harness.calls == []
 
 
 def test_bad_symmetric_key(harness):
-    args = dict(id_scope="s", registration_id="sym-1", attestation="symmetric_key", symmetric_key="%%%")
+    args = sym_args(harness, "sym-1", symmetric_key="%%%")
+    del args["group_key"]
     assert register(harness, args).result["msg"] == (
         "sym-1: symmetric_key is not valid base64 (copy the key exactly as DPS shows it)"
     )
+    assert harness.calls == []
 
 
-def test_disabled_and_failed_results(harness, device_files):
-    disabled = {"operationId": "o", "status": "disabled", "registrationState": {"status": "disabled"}}
-    result = register(harness, x509_args(device_files), reply(404, {}), reply(200, disabled))
+def disable(harness, emulator_pki, registration_id) -> dict:
+    """A disabled individual enrollment for the device (its own certificate): how DPS blocks one device."""
+    made = emulator_pki.device(registration_id)
+    enrollment = {
+        "registrationId": registration_id,
+        "attestation": {
+            "type": "x509",
+            "x509": {"clientCertificates": {"primary": {"certificate": made.issued.pem_text}}},
+        },
+        "provisioningStatus": "disabled",
+    }
+    harness.service_client().put(ENROLLMENTS, registration_id, enrollment, None)
+    return made.files()
+
+
+def test_disabled_result(harness, emulator_pki):
+    files = disable(harness, emulator_pki, "pi-reg-disabled")
+    result = register(harness, x509_args(harness, files, "pi-reg-disabled"))
     assert result.failed
-    assert result.result["msg"].startswith("pi-0042: enrollment is disabled in DPS")
+    assert result.result["msg"].startswith("pi-reg-disabled: enrollment is disabled in DPS")
+
+
+def test_failed_result(service_module):
+    # Scripted: the emulator's assignments end assigned or disabled, never failed (a hub error such as 400209).
+    args = dict(id_scope="0ne00000A1B", registration_id="sym-1", attestation="symmetric_key", group_key=GROUP_KEY)
     failed = {
         "operationId": "o",
         "status": "failed",
         "registrationState": {"status": "failed", "errorCode": 400209, "errorMessage": "hub not linked"},
     }
-    result = register(harness, x509_args(device_files), reply(404, {}), reply(200, failed))
-    assert result.result["msg"] == "pi-0042: DPS registration failed (errorCode 400209): hub not linked"
+    result = register(service_module, args, reply(404, {}), reply(200, failed))
+    assert result.result["msg"] == "sym-1: DPS registration failed (errorCode 400209): hub not linked"
 
 
-def test_disabled_is_final_at_once(harness, device_files):
-    """Fault 4 of issue 19 ("a registration refused as disabled is retried three times"): a disabled answer, in the
-    operation result or as an HTTP refusal, ends the run at once - the three requests are the status lookup, the
-    register and one operation poll, none of them a retry."""
-    disabled = {"status": "disabled", "errorMessage": "individual enrollment 'pi-0042' is disabled"}
-    result = register(
-        harness,
-        x509_args(device_files),
-        reply(200, disabled),  # the status lookup shows the last attempt; the enrollment may be enabled since
-        reply(202, {"operationId": "o", "status": "assigning"}, Retry_After=3),
-        reply(200, {"operationId": "o", "status": "disabled", "registrationState": disabled}),
-    )
+def test_disabled_is_final_at_once(harness, emulator_pki):
+    """Fault 4 of issue 19 ("a registration refused as disabled is retried three times"): a disabled answer in the
+    operation result ends the run at once - the three requests are the status lookup, the register and one operation
+    poll, none of them a retry."""
+    files = disable(harness, emulator_pki, "pi-reg-final")
+    register(harness, x509_args(harness, files, "pi-reg-final"))
+    # again: the status lookup shows the last attempt (disabled); the enrollment may be enabled since, so it registers
+    result = register(harness, x509_args(harness, files, "pi-reg-final"))
     assert result.failed
-    assert harness.methods() == [
-        "POST 0ne00000A1B/registrations/pi-0042",
-        "PUT 0ne00000A1B/registrations/pi-0042/register",
-        "GET 0ne00000A1B/registrations/pi-0042/operations/o",
+    methods = harness.methods()
+    assert methods[:2] == [
+        f"POST {EMULATED_ID_SCOPE}/registrations/pi-reg-final",
+        f"PUT {EMULATED_ID_SCOPE}/registrations/pi-reg-final/register",
     ]
-    assert (result.result["requests"], result.result["retried_requests"], harness.sleeps) == (3, 0, [3.0])
-    assert result.result["msg"] == (
-        "pi-0042: enrollment is disabled in DPS (individual enrollment 'pi-0042' is disabled); enable the enrollment "
-        "(or this device's registration) in DPS and run again"
+    assert methods[2].startswith(f"GET {EMULATED_ID_SCOPE}/registrations/pi-reg-final/operations/")
+    assert (result.result["requests"], result.result["retried_requests"], harness.sleeps) == (3, 0, [2.0])
+    assert result.result["msg"].startswith("pi-reg-final: enrollment is disabled in DPS (")
+    assert result.result["msg"].endswith(
+        "); enable the enrollment (or this device's registration) in DPS and run again"
     )
+
+
+def test_disabled_refusal_is_final_at_once(service_module):
+    # Scripted: the emulator accepts a disabled device's register (202) and ends the operation disabled, as DPS
+    # documents; some DPS answers refuse it at once with 401003 instead.
+    args = dict(id_scope="0ne00000A1B", registration_id="sym-1", attestation="symmetric_key", group_key=GROUP_KEY)
     refused = reply(401, {"errorCode": 401003, "message": "Enrollment is disabled"})
-    result = register(harness, x509_args(device_files), reply(404, {}), refused)
-    assert (result.result["requests"], result.result["retried_requests"], harness.sleeps) == (2, 0, [])
-    assert result.result["msg"].startswith("pi-0042: enrollment is disabled in DPS (401003): Enrollment is disabled")
+    result = register(service_module, args, reply(404, {}), refused)
+    assert (result.result["requests"], result.result["retried_requests"], service_module.sleeps) == (2, 0, [])
+    assert result.result["msg"].startswith("sym-1: enrollment is disabled in DPS (401003): Enrollment is disabled")
 
 
-def test_validate_certs_false_warns(harness, device_files):
-    register(harness, x509_args(device_files, validate_certs=False), reply(200, assigned_state(device_files)))
+def test_validate_certs_false_warns(harness, emulator_pki):
+    files = device(emulator_pki, "pi-reg-unverified")
+    result = register(harness, x509_args(harness, files, "pi-reg-unverified", validate_certs=False))
+    assert result.result["status"] == "assigned"
     assert harness.transport_options["validate_certs"] is False
     assert any("validate_certs=false" in text for text in harness.warnings)
 
 
-def test_timeout_message(harness, device_files):
-    result = register(
-        harness,
-        x509_args(device_files, timeout=3),
-        *[reply(503, {}, Retry_After=1) for _ in range(3)],
-    )
-    assert harness.sleeps == [1.0, 1.0]
+def test_timeout_message(harness):
+    harness.emulator.set_faults([{"type": "error", "status": 503, "endpoint": "status", "registration_id": "sym-slow"}])
+    result = register(harness, sym_args(harness, "sym-slow", timeout=3))
+    assert harness.sleeps == [1.0]  # no Retry-After: backoff 1 s, then 2 s would reach the deadline
     assert result.failed
     assert "DPS did not finish within timeout=3s" in result.result["msg"]
     assert "HTTP 503" in result.result["msg"]
