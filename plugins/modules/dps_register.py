@@ -317,6 +317,12 @@ def check_options(module: AnsibleModule) -> None:
 def device_key(module: AnsibleModule) -> str:
     """The symmetric key to sign with: the given one, or the one derived from the group key."""
     params = module.params
+    if params["group_key"] is None and params["symmetric_key"] is None:
+        # Ansible counts an option given as null (`group_key:` left empty in YAML) as given for required_if.
+        module.fail_json(
+            msg=f"{params['registration_id']}: attestation=symmetric_key needs symmetric_key or group_key, and both "
+            "are empty: set group_key to the enrollment group's key, or symmetric_key to the device's own"
+        )
     try:
         if params["group_key"] is not None:
             return derive_device_key(params["group_key"], params["registration_id"])

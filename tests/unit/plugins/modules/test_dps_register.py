@@ -191,6 +191,15 @@ def test_symmetric_key_needs_a_key(harness):
     assert harness.calls == []
 
 
+def test_symmetric_key_left_empty_in_yaml_is_one_line(harness):
+    """`group_key:` left empty in YAML is a null that Ansible counts as given: it crashed in decode_key."""
+    args = sym_args(harness, "sym-1", group_key=None)
+    result = register(harness, args)
+    assert result.failed and "Traceback" not in str(result.result), result.result
+    assert result.result["msg"].startswith("sym-1: attestation=symmetric_key needs symmetric_key or group_key")
+    assert harness.calls == []
+
+
 def test_bad_symmetric_key(harness):
     args = sym_args(harness, "sym-1", symmetric_key="%%%")
     del args["group_key"]
