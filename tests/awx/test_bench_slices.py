@@ -4,7 +4,6 @@ measured runs are in bench/results, docs/scale.md)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,22 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from bench import fleet
 from tests.support.paths import REPO_ROOT
 
 RUN_PY = REPO_ROOT / "bench" / "run.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_run", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_slice_hosts_is_awx_slicing() -> None:
-    bench = load_bench()
     hosts = [f"h{index:02d}" for index in range(10, 0, -1)]
-    parts = bench.slice_hosts(hosts, 4)
+    parts = fleet.slice_hosts(hosts, 4)
     assert parts == [["h01", "h05", "h09"], ["h02", "h06", "h10"], ["h03", "h07"], ["h04", "h08"]]
 
 
