@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -233,27 +234,32 @@ def run_phase_a(
     return result
 
 
-def run_playbook(
-    name: str,
-    playbook: Path,
-    inventory: Path,
-    extra: dict[str, Any],
-    env: dict[str, str],
-    forks: int,
-    log: Path,
-    more_args: list[str] | None = None,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class PlaybookCall:
+    """One ansible-playbook process of a cell (run_playbook), or the slices of one (run_playbook_sliced)."""
+
+    name: str
+    playbook: Path
+    inventory: Path
+    extra: dict[str, Any]
+    env: dict[str, str]
+    forks: int
+    log: Path
+
+
+def run_playbook(call: PlaybookCall, more_args: list[str] | None = None) -> dict[str, Any]:
     argv = [
         str(VENV_BIN / "ansible-playbook"),
         "-i",
-        str(inventory),
+        str(call.inventory),
         "-f",
-        str(forks),
+        str(call.forks),
         "-e",
-        json.dumps(extra),
+        json.dumps(call.extra),
         *(more_args or []),
-        str(playbook),
+        str(call.playbook),
     ]
+    name, env, log = call.name, call.env, call.log
     result = run_measured(argv, log, env, REPO_ROOT)
     text = log.read_text(encoding="utf-8", errors="replace")
     recap = parse_recap(text)
@@ -271,23 +277,14 @@ def slice_hosts(hosts: list[str], slices: int) -> list[list[str]]:
     return [ordered[index::slices] for index in range(slices)]
 
 
-def run_playbook_sliced(
-    name: str,
-    playbook: Path,
-    inventory: Path,
-    extra: dict[str, Any],
-    env: dict[str, str],
-    forks: int,
-    log: Path,
-    hosts: list[str],
-    slices: int,
-) -> dict[str, Any]:
+def run_playbook_sliced(call: PlaybookCall, hosts: list[str], slices: int) -> dict[str, Any]:
     """`playbook` as `slices` concurrent ansible-playbook processes with disjoint --limit (AWX job slicing), each
     with `forks` forks (a slice is a job of its own). Per slice: what run_playbook measures. Total: wall from the
     first start to the last end, CPU and changed summed, memory peaks summed (an upper bound: they need not
     coincide)."""
     if slices == 1:
-        return run_playbook(name, playbook, inventory, extra, env, forks, log)
+        return run_playbook(call)
+    log = call.log
     results: list[dict[str, Any] | BaseException | None] = [None] * slices
     parts = slice_hosts(hosts, slices)
 
@@ -296,16 +293,12 @@ def run_playbook_sliced(
         limit.write_text("\n".join(parts[index]) + "\n", encoding="utf-8")
         slice_extra = ["--limit", f"@{limit}"]
         try:
-            results[index] = run_playbook(
-                f"{name} slice {index + 1}/{slices}",
-                playbook,
-                inventory,
-                extra,
-                env,
-                forks,
-                log.with_name(f"{log.stem}-slice{index + 1}.log"),
-                slice_extra,
+            one_slice = dataclasses.replace(
+                call,
+                name=f"{call.name} slice {index + 1}/{slices}",
+                log=log.with_name(f"{log.stem}-slice{index + 1}.log"),
             )
+            results[index] = run_playbook(one_slice, slice_extra)
         except BaseException as error:  # reported below, after every slice ended
             results[index] = error
 
@@ -429,16 +422,18 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                 phases.setdefault("A", {})[tag] = run_phase_a(cell_dir, hosts, key_type, ca_dir, env, tag, args.target)
             if "B" in args.methods:
                 phases.setdefault("B", {})[tag] = run_playbook(
-                    "method B",
-                    pb / "method_b_community_crypto.yml",
-                    inventories["B"],
-                    b_extra,
-                    env,
-                    args.forks,
-                    cell_dir / f"B-{tag}.log",
+                    PlaybookCall(
+                        "method B",
+                        pb / "method_b_community_crypto.yml",
+                        inventories["B"],
+                        b_extra,
+                        env,
+                        args.forks,
+                        cell_dir / f"B-{tag}.log",
+                    )
                 )
             if "C" in args.methods:
-                phases.setdefault("C", {})[tag] = run_playbook_sliced(
+                c_call = PlaybookCall(
                     "method C",
                     pb / "method_c_collection.yml",
                     inventories["C"],
@@ -446,11 +441,10 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     env,
                     args.forks,
                     cell_dir / f"C-{tag}.log",
-                    hosts,
-                    args.slices,
                 )
+                phases.setdefault("C", {})[tag] = run_playbook_sliced(c_call, hosts, args.slices)
             if "C" in args.methods and not args.no_dps:
-                dps = run_playbook_sliced(
+                dps_call = PlaybookCall(
                     "method C DPS phase",
                     pb / "method_c_dps.yml",
                     inventories["C"],
@@ -458,9 +452,8 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     env,
                     args.forks,
                     cell_dir / f"C_dps-{tag}.log",
-                    hosts,
-                    args.slices,
                 )
+                dps = run_playbook_sliced(dps_call, hosts, args.slices)
                 dps["devices_per_min"] = round(size * 60 / dps["wall_s"], 1)
                 phases.setdefault("C_dps", {})[tag] = dps
             progress(
