@@ -274,14 +274,14 @@ def dps_connection_argument_spec() -> dict[str, dict[str, t.Any]]:
     )
 
 
-def check_connection_options(module: t.Any, subject: str) -> None:
-    """Fail the module (one line) when the shared connection options are unusable; warn when the DPS server
-    certificate will not be verified."""
+def check_connection_options(module: t.Any, subject: str, service: str = "DPS") -> None:
+    """Fail the module (one line) when the shared connection options are unusable; warn when the `service`'s
+    server certificate will not be verified. The IoT Hub modules (`_iothub.py`) use it too."""
     for option in ("timeout", "request_timeout"):
         if module.params[option] <= 0:
             module.fail_json(msg=f"{subject}: {option} must be a positive number of seconds")
     if not module.params["validate_certs"]:
-        module.warn("validate_certs=false: the DPS server certificate is not verified; use only for tests")
+        module.warn(f"validate_certs=false: the {service} server certificate is not verified; use only for tests")
 
 
 def fail_with_counts(module: t.Any, client: t.Any, message: str, error: DpsError | None = None, **extra: t.Any) -> None:
