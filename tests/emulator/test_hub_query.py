@@ -247,15 +247,40 @@ def test_syntax_errors_name_position_and_expectation(text, fragment):
     assert fragment in message
 
 
+def test_metric_queries_select_paths_from_devices_or_modules():
+    """Configuration metrics are written `SELECT deviceId FROM devices[.modules] WHERE ...`, with configuration ids
+    escaped in double brackets."""
+    query = parse_query("SELECT deviceId FROM devices WHERE configurations.[[edge-base-1]].status = 'Applied'")
+    assert (query.collection, query.projection) == ("devices", (("deviceId",),))
+    assert query.matches({"deviceId": "a", "configurations": {"edge-base-1": {"status": "Applied"}}})
+    assert not query.matches({"deviceId": "b", "configurations": {"edge-base-1": {"status": "Targeted"}}})
+    assert not query.matches({"deviceId": "c"})
+
+    modules = parse_query(
+        "SELECT deviceId, moduleId FROM devices.modules WHERE moduleId = '$edgeAgent' "
+        "AND properties.reported.lastDesiredStatus.code = 200"
+    )
+    assert (modules.collection, modules.projection) == ("devices.modules", (("deviceId",), ("moduleId",)))
+    reported = {"lastDesiredStatus": {"code": 200}}
+    assert modules.matches({"deviceId": "a", "moduleId": "$edgeAgent", "properties": {"reported": reported}})
+    assert not modules.matches({"deviceId": "a", "moduleId": "$edgeHub", "properties": {"reported": reported}})
+
+    everything = parse_query("SELECT * FROM devices")
+    assert (everything.collection, everything.projection, everything.condition) == ("devices", None, None)
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("", "expected SELECT, found end of text"),
         ("tags.a = 1", "expected SELECT, found 'tags'"),
-        ("SELECT deviceId FROM devices", "expected '*' (only SELECT * is supported), found 'deviceId'"),
+        ("SELECT FROM devices", "expected '*' or a property path to select, found 'FROM'"),
+        ("SELECT deviceId, FROM devices", "expected '*' or a property path to select, found 'FROM'"),
+        ("SELECT 1 FROM devices", "expected '*' or a property path to select, found '1'"),
         ("SELECT * devices", "expected FROM, found 'devices'"),
-        ("SELECT * FROM devices.modules", "only FROM devices is supported"),
-        ("SELECT * FROM jobs", "expected devices (the only collection supported), found 'jobs'"),
+        ("SELECT * FROM devices.jobs", "expected modules after 'devices.', found 'jobs'"),
+        ("SELECT * FROM jobs", "expected devices or devices.modules (the collections supported), found 'jobs'"),
+        ("SELECT * FROM devices WHERE configurations.[[x = 1", "expected a name closed by ']]' after '[['"),
         ("SELECT * FROM devices WHERE", "expected a condition or '*', found end of text"),
         ("SELECT * FROM devices tags.a = 1", "expected WHERE, found 'tags'"),
         ("SELECT * FROM devices WHERE tags.a = 1 GROUP BY tags.a", "expected AND, OR or end of text, found 'GROUP'"),

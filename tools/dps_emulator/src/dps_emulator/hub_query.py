@@ -4,10 +4,14 @@ Written from the IoT Hub query language docs, not from any implementation:
 
 - a target condition is a WHERE clause without the WHERE (``tags.ring = 'canary' AND status = 'enabled'``);
   ``*`` alone targets every device;
-- a device query is ``SELECT * FROM devices [WHERE <condition>]``; other projections and collections are refused;
+- a query is ``SELECT <* | path, ...> FROM devices|devices.modules [WHERE <condition>]``: device queries are
+  ``SELECT * FROM devices ...``; configuration metric queries are ``SELECT deviceId FROM devices[.modules] WHERE ..``
+  (the projection is parsed and kept, the caller decides what to return);
 - operands are twin paths (``tags.a.b``, ``properties.reported.x``, ``deviceId``, ``status``,
-  ``capabilities.iotEdge``; a segment may be bracketed, ``tags['site-a']``) and literals: strings in single or
-  double quotes (a quote is escaped by doubling it or with a backslash), numbers, true, false, null;
+  ``capabilities.iotEdge``; a segment may be quoted in brackets, ``tags['site-a']``, or escaped in double brackets
+  as IoT Hub's metric queries write configuration ids, ``configurations.[[my-deployment]].status``) and literals:
+  strings in single or double quotes (a quote is escaped by doubling it or with a backslash), numbers, true, false,
+  null;
 - comparisons ``= != <> < > <= >=``, ``IN [..]``, ``NIN [..]``; ``AND OR NOT`` (keywords are case-insensitive);
   parentheses; precedence NOT > AND > OR.
 
@@ -40,7 +44,7 @@ class QuerySyntaxError(ValueError):
 
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # "ident", "string", "number", "op", "punct", "star", "end"
+    kind: str  # "ident", "escaped" ([[name]]), "string", "number", "op", "punct", "star", "end"
     text: str  # as written (for messages)
     value: Any  # decoded value: str for ident/string/op/punct, int|float for number
     position: int  # 0-based offset into the text
@@ -73,6 +77,13 @@ def _tokenize(text: str) -> list[_Token]:
             index += 1
             continue
         start = index
+        if text.startswith("[[", index):
+            end = text.find("]]", index + 2)
+            if end < 0 or end == index + 2:
+                raise _error(text, start, "expected a name closed by ']]' after '[['")
+            index = end + 2
+            tokens.append(_Token("escaped", text[start:index], text[start + 2 : end], start))
+            continue
         if char in "'\"":
             value, index = _read_string(text, index)
             tokens.append(_Token("string", text[start:index], value, start))
@@ -274,10 +285,12 @@ class Condition:
 
 @dataclass(frozen=True)
 class Query:
-    """A parsed ``SELECT * FROM devices [WHERE ...]``; condition None selects every device."""
+    """A parsed ``SELECT ... FROM devices[.modules] [WHERE ...]``; condition None selects every twin."""
 
     text: str
     condition: Condition | None
+    collection: str = "devices"  # or "devices.modules"
+    projection: tuple[tuple[str, ...], ...] | None = None  # selected paths; None = SELECT *
 
     def matches(self, twin: dict) -> bool:
         return self.condition is None or self.condition.matches(twin)
@@ -391,7 +404,7 @@ class _Parser:
         segments = [self.advance().value]
         while self.current.kind == "punct" and self.current.value in ".[":
             if self.advance().value == ".":
-                if self.current.kind != "ident":
+                if self.current.kind not in ("ident", "escaped"):
                     raise self.fail("a property name after '.'")
                 segments.append(self.advance().value)
             else:
@@ -429,23 +442,39 @@ class _Parser:
         self.expect_end("AND, OR or end of text")
         return root
 
-    def query(self) -> Condition | None:
+    def query(self) -> Query:
         self.expect_keyword("select")
-        if self.current.kind != "star":
-            raise self.fail("'*' (only SELECT * is supported)")
-        self.advance()
+        projection = self.projection()
         self.expect_keyword("from")
         if not self.is_keyword("devices"):
-            raise self.fail("devices (the only collection supported)")
+            raise self.fail("devices or devices.modules (the collections supported)")
         self.advance()
+        collection = "devices"
         if self.current.kind == "punct" and self.current.value == ".":
-            raise self.fail("WHERE or end of text (only FROM devices is supported)")
-        if self.current.kind == "end":
+            self.advance()
+            if not self.is_keyword("modules"):
+                raise self.fail("modules after 'devices.'")
+            self.advance()
+            collection = "devices.modules"
+        condition = None
+        if self.current.kind != "end":
+            self.expect_keyword("where")
+            start = self.current.position
+            condition = Condition(self.text[start:].strip(), self.target())
+        return Query(self.text.strip(), condition, collection, projection)
+
+    def projection(self) -> tuple[tuple[str, ...], ...] | None:
+        if self.current.kind == "star":
+            self.advance()
             return None
-        self.expect_keyword("where")
-        start = self.current.position
-        root = self.target()
-        return Condition(self.text[start:].strip(), root)
+        paths = []
+        while True:
+            if self.current.kind != "ident" or self.current.value.lower() in _KEYWORDS:
+                raise self.fail("'*' or a property path to select")
+            paths.append(self.path().segments)
+            if not (self.current.kind == "punct" and self.current.value == ","):
+                return tuple(paths)
+            self.advance()
 
 
 def _require_text(text: Any) -> str:
@@ -461,6 +490,6 @@ def parse(text: str) -> Condition:
 
 
 def parse_query(text: str) -> Query:
-    """Parse ``SELECT * FROM devices [WHERE <condition>]``; raises QuerySyntaxError naming the position."""
-    text = _require_text(text)
-    return Query(text.strip(), _Parser(text).query())
+    """Parse ``SELECT <* | paths> FROM devices[.modules] [WHERE <condition>]``; raises QuerySyntaxError naming the
+    position."""
+    return _Parser(_require_text(text)).query()
