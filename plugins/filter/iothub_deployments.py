@@ -27,7 +27,7 @@ options:
   _input:
     description:
       - The deployments, each a dict - C(name) (the configuration id), C(content_file) (a JSON file, absolute or
-        relative to O(base_dir) - C({"content": {...}}) as C(az iot edge deployment create --content) takes, or the
+        relative to O(base_dir) - a C(content) object as C(az iot edge deployment create --content) takes, or the
         content itself; one of C(modulesContent), C(moduleContent), C(deviceContent)), C(priority) (default 0),
         C(cohorts), C(rings), C(target_condition) (instead of C(cohorts) and C(rings)), C(labels), C(metrics).
     type: list

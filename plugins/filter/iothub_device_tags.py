@@ -14,7 +14,7 @@ description:
     device's first registration only. The role C(iotfleet.aziot.iothub_deployment) gives them to
     M(iotfleet.aziot.iothub_device) in one call, so that a device moved to another cohort in the inventory gets that
     cohort's tags, and with them its deployments.
-  - The device id is the host's C(dps_registration_registration_id) (default its inventory name): a device of an X.509
+  - The device id is the host's C(dps_registration_registration_id) (default its inventory name) - a device of an X.509
     enrollment group gets its registration id as IoT Hub device id.
 extends_documentation_fragment:
   - iotfleet.aziot.inventory.hostvars
