@@ -1,6 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The fleet report (playbooks/fleet_status.yml): one row per device from DPS's records, the device certificates and
-the inventory, a summary, the certificate expiries per month, and the expiry watch. Runs on the controller."""
+"""The fleet report (playbooks/fleet_status.yml): one row per device from DPS's records, the device certificates,
+the inventory and - when the IoT hub was read - each device's hub identity (status, twin tags, the configurations
+applied to it), a summary, the certificate expiries per month, and the expiry watch. Runs on the controller."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ EXPIRY_MONTHS = 12
 SOURCE_COPY = "controller copy"
 SOURCE_DEVICE = "device"
 SOURCE_INDIVIDUAL = "individual enrollment"
+
+# A device's hub status when the hub was read and has no device of its id (not read: "").
+HUB_ABSENT = "absent"
+TAGS_FROM_TWIN = "IoT Hub twin"
 
 
 def _dig(record: t.Any, *path: str) -> t.Any:
@@ -113,6 +118,23 @@ def twin_tags(enrollment: dict | None) -> dict:
     return {key: value for key, value in tags.items() if not str(key).startswith("$")}
 
 
+def _hub_device_index(hub_devices: list[dict]) -> dict[str, dict]:
+    """iothub_device_info's devices by device id. IoT Hub device ids are case-sensitive, DPS registration ids are
+    not: an exact match wins, else the one that differs only in case."""
+    index: dict[str, dict] = {}
+    for device in hub_devices:
+        device_id = str(device.get("device_id") or "")
+        index.setdefault(device_id.lower(), device)
+        index[device_id] = device
+    return index
+
+
+def applied_configurations(hub_device: dict | None) -> list[str]:
+    """The ids of the configurations the twin says are applied to the device (targeted only: left out), sorted."""
+    found = (hub_device or {}).get("configurations") or {}
+    return sorted(str(name) for name, state in found.items() if _dig(state, "status") == "applied")
+
+
 def _plural_days(days: int) -> str:
     return f"{days} day" if days in (1, -1) else f"{days} days"
 
@@ -125,6 +147,7 @@ def build_rows(
     registrations: list[dict],
     warn_days: int,
     now: datetime.datetime,
+    hub_devices: list[dict] | None = None,
 ) -> list[dict]:
     """One row per device, in the order given.
 
@@ -133,7 +156,12 @@ def build_rows(
     `group_registrations`: registration records by the enrollment group they were listed for; `registrations`: the
     records looked up one by one (individually enrolled devices). Registration ids compare case-insensitively, as
     DPS compares them.
+    `hub_devices`: the devices iothub_device_info read from the IoT hub ({device_id, status, status_reason, tags,
+    configurations}); None when the hub was not read - the rows then say nothing of it. A device the hub was read
+    for and does not have is `absent`; one it has shows its twin's tags (the hub's, which iothub_deployment keeps in
+    step with the inventory) instead of the enrollment's.
     """
+    hub_index = _hub_device_index(hub_devices) if hub_devices is not None else None
     groups_by_id = {str(group.get("enrollmentGroupId")): group for group in enrollment_groups}
     individual_by_id = {str(item.get("registrationId", "")).lower(): item for item in enrollments}
     records: dict[str, dict] = {}
@@ -163,6 +191,16 @@ def build_rows(
         tags_from = "individual enrollment" if tags else ""
         if not tags and group is not None:
             tags, tags_from = twin_tags(group), f"enrollment group {group_id}"
+        hub_device = None
+        if hub_index is not None:
+            device_id = str(record.get("deviceId") or registration_id)
+            hub_device = hub_index.get(device_id) or hub_index.get(device_id.lower())
+            if hub_device is not None:
+                tags = dict(hub_device.get("tags") or {})
+                tags_from = TAGS_FROM_TWIN
+        hub_status = ""
+        if hub_index is not None:
+            hub_status = str(hub_device.get("status") or "") if hub_device is not None else HUB_ABSENT
         if individual is not None:
             blocked = individual.get("provisioningStatus", "enabled") == "disabled"
         else:
@@ -176,6 +214,11 @@ def build_rows(
             notes.append("no registration record in DPS")
         elif record.get("errorMessage"):
             notes.append(str(record["errorMessage"]))
+        if hub_status == "disabled":
+            reason = str(hub_device.get("status_reason") or "")
+            notes.append(f"disabled in IoT Hub ({reason})" if reason else "disabled in IoT Hub")
+        elif hub_status == HUB_ABSENT and record.get("status") == "assigned":
+            notes.append("assigned by DPS but not in the IoT hub read")
         left = cert.get("days_left")
         if "error" in cert:
             notes.append(cert["error"])
@@ -197,6 +240,9 @@ def build_rows(
                 "status": record.get("status") or "unregistered",
                 "hub": record.get("assignedHub") or "",
                 "device_id": record.get("deviceId") or "",
+                "hub_status": hub_status,
+                "hub_status_reason": str((hub_device or {}).get("status_reason") or ""),
+                "configurations": applied_configurations(hub_device),
                 "cohort": group_id,
                 "enrollment": enrollment,
                 "tags": tags,
@@ -221,7 +267,9 @@ def _counts(values: t.Iterable[str]) -> dict[str, int]:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Devices per registration status, per cohort and per IoT hub, and the certificate counts."""
+    """Devices per registration status, per cohort and per IoT hub, per hub status and per configuration applied
+    (those two empty when the hub was not read), and the certificate counts."""
+    hub_rows = [row for row in rows if row.get("hub_status")]
     return {
         "devices": len(rows),
         "assigned": sum(1 for row in rows if row["status"] == "assigned"),
@@ -232,6 +280,9 @@ def summarise(rows: list[dict]) -> dict:
         "by_status": _counts(row["status"] for row in rows),
         "by_cohort": _counts(row["cohort"] or "-" for row in rows),
         "by_hub": _counts(row["hub"] or "-" for row in rows),
+        "hub_disabled": sum(1 for row in hub_rows if row["hub_status"] == "disabled"),
+        "by_hub_status": _counts(row["hub_status"] for row in hub_rows),
+        "by_configuration": _counts(name for row in hub_rows for name in row.get("configurations") or ["-"]),
     }
 
 
@@ -281,6 +332,7 @@ def build_report(rows: list[dict], warn_days: int, now: datetime.datetime, fail_
     watch's findings."""
     found = due(rows, fail_within_days) if fail_within_days is not None else []
     return {
+        "hub_read": any(row.get("hub_status") for row in rows),
         "generated": now.strftime("%Y-%m-%d"),
         "generated_at": format_time(now),
         "warn_days": warn_days,

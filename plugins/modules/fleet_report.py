@@ -14,6 +14,9 @@ description:
     enrollment, else its enrollment group), the twin tags that enrollment gave it, whether it is blocked (a disabled
     individual enrollment, or a disabled group), and its certificate - subject, issuer, not after, days left - read
     from the controller's copy, else from what the device sent, else from its individual enrollment.
+  - With O(hub_devices) (what M(iotfleet.aziot.iothub_device_info) read from the IoT hub), also its status in the
+    hub (enabled, disabled - C(revoke.yml) - or absent) and the configurations and IoT Edge deployments applied to
+    it; its tags are then its twin's, as the hub has them.
   - The twin tags are those of the device's individual enrollment when it gives any, else those of its enrollment
     group (its cohort). DPS copies C(initialTwin) into the twin when IoT Hub creates the device, at its first
     registration, and never after; a device that got its individual enrollment later (C(replace.yml),
@@ -75,6 +78,14 @@ options:
     type: list
     elements: dict
     default: []
+  hub_devices:
+    description:
+      - The devices read from the IoT hub (C(devices) of M(iotfleet.aziot.iothub_device_info)), matched to the rows
+        by device id (the registration record's, else the registration id).
+      - Not given - the hub was not read, and the rows say nothing of it (RV(devices[].hub_status) empty). Given,
+        a device it lacks is V(absent).
+    type: list
+    elements: dict
   warn_days:
     description: Certificates that expire in less than this many days are C(expiring).
     type: int
@@ -84,6 +95,7 @@ options:
     type: int
 seealso:
   - module: iotfleet.aziot.dps_enrollment_info
+  - module: iotfleet.aziot.iothub_device_info
 """
 
 EXAMPLES = r"""
@@ -98,6 +110,7 @@ EXAMPLES = r"""
     enrollment_groups: "{{ groups_read.enrollment_groups }}"
     group_registrations:
       plant-3: "{{ plant_3_records.registrations }}"
+    hub_devices: "{{ hub_read.devices }}"
     fail_within_days: 14
   delegate_to: localhost
   run_once: true
@@ -116,10 +129,13 @@ devices:
       status: assigned
       hub: contoso-hub.azure-devices.net
       device_id: pi-0042
+      hub_status: enabled
+      hub_status_reason: ""
+      configurations: [edge-plant-3]
       cohort: plant-3
       enrollment: group plant-3
       tags: {site: plant-3}
-      tags_from: enrollment group plant-3
+      tags_from: IoT Hub twin
       blocked: false
       subject: CN=pi-0042
       issuer: CN=Intermediate CA plant-3
@@ -130,7 +146,9 @@ devices:
       note: ""
 summary:
   description: Device counts - total, assigned, blocked, expiring, expired, unknown certificate, and per status
-    (C(by_status)), cohort (C(by_cohort)) and IoT hub (C(by_hub)), the most frequent first.
+    (C(by_status)), cohort (C(by_cohort)) and IoT hub (C(by_hub)), the most frequent first; with O(hub_devices),
+    also disabled in the hub (C(hub_disabled)), per hub status (C(by_hub_status)) and per configuration applied
+    (C(by_configuration), V(-) for none).
   returned: always
   type: dict
   sample:
@@ -143,6 +161,14 @@ summary:
     by_status: {assigned: 2, unregistered: 1}
     by_cohort: {plant-3: 3}
     by_hub: {contoso-hub.azure-devices.net: 2, "-": 1}
+    hub_disabled: 1
+    by_hub_status: {enabled: 2, disabled: 1}
+    by_configuration: {edge-plant-3: 2, "-": 1}
+hub_read:
+  description: Whether the rows carry the IoT hub's side (O(hub_devices) given).
+  returned: always
+  type: bool
+  sample: true
 expiries:
   description: Certificates expiring in each calendar month (UTC) from this one on, 12 months (C(months), each
     C(month) V(YYYY-MM) and C(devices)), already expired (C(expired)) and later (C(later)).
@@ -201,6 +227,7 @@ def argument_spec() -> dict:
         "enrollments": {"type": "list", "elements": "dict", "default": []},
         "group_registrations": {"type": "dict", "default": {}},
         "registrations": {"type": "list", "elements": "dict", "default": []},
+        "hub_devices": {"type": "list", "elements": "dict"},
         "warn_days": {"type": "int", "default": 30},
         "fail_within_days": {"type": "int"},
     }
@@ -225,6 +252,7 @@ def main() -> None:
         params["registrations"],
         params["warn_days"],
         now,
+        params["hub_devices"],
     )
     report = build_report(rows, params["warn_days"], now, params["fail_within_days"])
     module.exit_json(changed=False, **report)

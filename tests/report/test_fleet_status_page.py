@@ -5,8 +5,10 @@ is rendered by Ansible's template module as the role renders it.
 
 Sorting reorders the rows, the cohort and status filters hide the other rows, the expiry chart has one bar per month
 with heights in proportion to the data, no identifier or date wraps at 1,400 px, a `</script>` in a value stays
-text, and the page asks for nothing outside itself. FLEET_STATUS_SCREENSHOT=docs/images/fleet_status.png writes the
-documentation's screenshot (1,400 px wide) from the same page.
+text, and the page asks for nothing outside itself. The fleet's IoT hub was read (iothub_device_info): the hub status
+and configuration columns and the per-configuration breakdown show; without the hub they do not.
+FLEET_STATUS_SCREENSHOT=docs/images/fleet_status.png writes the documentation's screenshot (1,400 px wide) from the
+same page.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ HOUR = datetime.timedelta(hours=1)
 
 def synthetic_report(now: datetime.datetime) -> dict:
     """1,000 devices in 8 cohorts on 3 hubs, with the shapes a fleet has: a renewal wave three months out (a batch
-    provisioned together), failed and unregistered devices, revoked ones (disabled individual enrollments), expired
-    and unknown certificates, and an error message that tries to close the page's script."""
+    provisioned together), failed and unregistered devices, revoked ones (disabled individual enrollments, disabled
+    in the hub), expired and unknown certificates, an error message that tries to close the page's script, and the
+    hub's side: each registered device's status and the deployments applied (its cohort's, the canary layer)."""
     chance = random.Random(19)
     key = new_key()
-    groups, enrollments, by_group, devices = [], [], {cohort: [] for cohort in COHORTS}, []
+    groups, enrollments, by_group, devices, hub_devices = [], [], {cohort: [] for cohort in COHORTS}, [], []
     for cohort in COHORTS:
         ca = issue(f"iotfleet Intermediate CA {cohort}", ca=True)
         groups.append(
@@ -63,8 +66,14 @@ def synthetic_report(now: datetime.datetime) -> dict:
         if number % 50 != 7:  # 2 % have no known certificate
             device["certificate_pem"] = base64.b64encode(leaf.pem).decode()
         devices.append(device)
-        if number % 60 == 11:  # revoked: a disabled individual enrollment, no registration record
+        applied = {f"edge-{cohort}": {"status": "applied"}}
+        if number % 10 == 0:
+            applied["edge-canary"] = {"status": "applied"}  # the canary ring's layered deployment
+        hub_device = {"device_id": registration_id, "status": "enabled", "tags": {"site": cohort}}
+        if number % 60 == 11:  # revoked: a disabled individual enrollment, no registration record, disabled in the hub
             enrollments.append({"registrationId": registration_id, "provisioningStatus": "disabled"})
+            reason = "revoked by iotfleet.aziot revoke.yml"
+            hub_devices.append(dict(hub_device, status="disabled", status_reason=reason, configurations=applied))
             continue
         if number % 45 == 3:
             continue  # never registered
@@ -75,9 +84,13 @@ def synthetic_report(now: datetime.datetime) -> dict:
         if number == 42:
             record.update(status="failed", errorMessage=INJECTION, assignedHub="")
         by_group[cohort].append(record)
+        if record["status"] == "assigned" and number % 61 == 13:  # disabled in the hub by hand, not in DPS
+            hub_devices.append(dict(hub_device, status="disabled", status_reason="stolen", configurations=applied))
+        elif record["status"] == "assigned":
+            hub_devices.append(dict(hub_device, configurations=applied))
     for group in groups:
         del group["ca"]
-    return build_report(build_rows(devices, groups, enrollments, by_group, [], 30, now), 30, now)
+    return build_report(build_rows(devices, groups, enrollments, by_group, [], 30, now, hub_devices), 30, now)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +158,43 @@ def test_all_devices_and_the_summary(browser: Chromium, report: dict) -> None:
         )
         assert dict(shown) == report["summary"][counts], target
     assert report["summary"]["by_status"]["failed"] > 0 and report["summary"]["blocked"] > 0  # the data has them
+
+
+def test_the_hub_status_and_the_configurations_applied(browser: Chromium, report: dict) -> None:
+    summary = report["summary"]
+    assert report["hub_read"] and summary["hub_disabled"] > 0 and summary["by_hub_status"]["absent"] > 0
+    cards = browser.evaluate("Array.from(document.querySelectorAll('#cards .card')).map(c => c.textContent)")
+    assert f"Disabled in hub{summary['hub_disabled']}" in cards
+    shown = browser.evaluate(
+        "Array.from(document.querySelectorAll('#by-configuration tr'))"
+        ".map(r => [r.cells[0].textContent, Number(r.cells[1].textContent)])"
+    )
+    assert dict(shown) == summary["by_configuration"] and summary["by_configuration"]["edge-canary"] > 0
+    rows = {row["device"]: row for row in report["devices"]}
+    devices, statuses, configurations = (column(browser, title) for title in ("Device", "Hub status", "Configurations"))
+    assert statuses == [rows[device]["hub_status"] for device in devices]
+    assert configurations == [", ".join(rows[device]["configurations"]) for device in devices]
+    # Disabled in the hub only (DPS would still register it): red like a blocked device.
+    only_hub = [
+        index for index, device in enumerate(devices) if statuses[index] == "disabled" and not rows[device]["blocked"]
+    ]
+    classes = browser.evaluate(f"{SHOWN_ROWS}.map(r => r.className)")
+    assert only_hub and {classes[index] for index in only_hub} == {"blocked"}
+
+
+def test_without_the_hub_no_hub_column(tmp_path: Path, report: dict) -> None:
+    """A report made without the hub (no hub connection string): the page shows none of the hub's columns."""
+    rows = [dict(row, hub_status="", hub_status_reason="", configurations=[]) for row in report["devices"][:5]]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    task = {"ansible.builtin.template": {"src": str(TEMPLATE), "dest": str(tmp_path / "page.html"), "mode": "0644"}}
+    run = run_playbook(tmp_path, [task], {"fleet_status_report": build_report(rows, 30, now)}, name="render")
+    assert run.returncode == 0, run.output()
+    with Chromium(tmp_path / "chromium", width=WIDTH, height=600) as opened:
+        opened.open(tmp_path / "page.html")
+        headings = opened.evaluate("Array.from(document.querySelectorAll('#fleet th')).map(th => th.textContent)")
+        hidden = opened.evaluate("document.getElementById('configuration-panel').hidden")
+    assert "Device" in headings and "Hub status" not in headings and "Configurations" not in headings
+    assert hidden
 
 
 def test_sorting_a_column_reorders_the_rows(browser: Chromium, report: dict) -> None:

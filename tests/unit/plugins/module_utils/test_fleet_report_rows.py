@@ -218,3 +218,73 @@ def test_a_leaf_signed_elsewhere_matches_no_group(pki: Pki, tmp_path: Path) -> N
         [{"host": "pi-15", "certificate_path": str(path)}], [group("fleet", signer="CN=Plant 3 Intermediate CA")]
     )
     assert row["cohort"] == "" and row["enrollment"] == "" and row["tags"] == {} and row["tags_from"] == ""
+
+
+def hub_device(device_id: str, status: str = "enabled", reason: str = "", tags=None, configurations=None) -> dict:
+    """A device as iothub_device_info returns it."""
+    return {
+        "device_id": device_id,
+        "status": status,
+        "status_reason": reason,
+        "tags": tags or {},
+        "configurations": configurations or {},
+    }
+
+
+def test_the_hub_side_status_tags_and_applied_configurations(pki: Pki) -> None:
+    """With the hub read: each device's status there, its twin's tags (which the hub keeps, not the enrollment) and
+    the configurations applied to it - targeted-only ones left out; a device the hub lacks is `absent`."""
+    groups = [group("plant-3", {"site": "plant-3"})]
+    devices = [
+        {"host": "pi-20", "enrollment_group": "plant-3", "certificate_path": copy_of(pki, "pi-20")},
+        {"host": "pi-21", "enrollment_group": "plant-3", "certificate_path": copy_of(pki, "pi-21")},
+        {"host": "pi-22", "enrollment_group": "plant-3", "certificate_path": copy_of(pki, "pi-22")},
+        {"host": "pi-23", "enrollment_group": "plant-3", "certificate_path": copy_of(pki, "pi-23")},
+    ]
+    applied = {
+        "edge-plant-3": {"status": "applied"},
+        "edge-canary": {"status": "applied"},
+        "edge-lab": {"status": "targeted"},
+    }
+    read = [
+        hub_device("pi-20", tags={"site": "lab", "ring": "canary"}, configurations=applied),
+        hub_device("pi-21", "disabled", "revoked by iotfleet.aziot revoke.yml", tags={"site": "plant-3"}),
+        hub_device("PI-23"),  # a device id that differs only in case
+    ]
+    found = {
+        row["device"]: row
+        for row in build_rows(
+            devices, groups, [], {"plant-3": [assigned(h) for h in ("pi-20", "pi-21", "pi-22")]}, [], 30, NOW, read
+        )
+    }
+    enabled, disabled, absent, other_case = (found[name] for name in ("pi-20", "pi-21", "pi-22", "pi-23"))
+    assert (enabled["hub_status"], enabled["configurations"]) == ("enabled", ["edge-canary", "edge-plant-3"])
+    assert enabled["tags"] == {"site": "lab", "ring": "canary"} and enabled["tags_from"] == "IoT Hub twin"
+    assert enabled["note"] == "" and not enabled["blocked"]
+    assert disabled["hub_status"] == "disabled" and disabled["configurations"] == []
+    assert disabled["hub_status_reason"] == "revoked by iotfleet.aziot revoke.yml"
+    assert disabled["note"] == "disabled in IoT Hub (revoked by iotfleet.aziot revoke.yml)"
+    assert absent["hub_status"] == "absent" and absent["note"] == "assigned by DPS but not in the IoT hub read"
+    assert absent["tags"] == {"site": "plant-3"} and absent["tags_from"] == "enrollment group plant-3"
+    assert other_case["hub_status"] == "enabled" and other_case["note"] == "no registration record in DPS"
+
+    summary = summarise(list(found.values()))
+    assert summary["hub_disabled"] == 1
+    assert summary["by_hub_status"] == {"enabled": 2, "absent": 1, "disabled": 1}
+    assert summary["by_configuration"] == {"-": 3, "edge-canary": 1, "edge-plant-3": 1}
+    report = build_report(list(found.values()), 30, NOW)
+    assert report["hub_read"] and report["summary"] == summary
+
+
+def test_without_the_hub_the_rows_say_nothing_of_it(pki: Pki) -> None:
+    device = {"host": "pi-24", "enrollment_group": "plant-3", "certificate_path": copy_of(pki, "pi-24")}
+    [row] = rows([device], [group("plant-3", {"site": "plant-3"})], by_group={"plant-3": [assigned("pi-24")]})
+    assert (row["hub_status"], row["hub_status_reason"], row["configurations"]) == ("", "", [])
+    assert row["tags_from"] == "enrollment group plant-3" and row["note"] == ""
+    report = build_report([row], 30, NOW)
+    assert not report["hub_read"]
+    assert (report["summary"]["hub_disabled"], report["summary"]["by_hub_status"]) == (0, {})
+    assert report["summary"]["by_configuration"] == {}
+    # The hub read and holding none of the devices: every one absent, the report still from the hub.
+    [absent] = build_rows([device], [], [], {}, [], 30, NOW, [])
+    assert absent["hub_status"] == "absent" and build_report([absent], 30, NOW)["hub_read"]

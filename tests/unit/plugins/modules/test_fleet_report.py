@@ -40,3 +40,29 @@ def test_a_negative_day_count_is_refused_in_one_line() -> None:
 def test_a_word_for_a_day_count_is_refused() -> None:
     run = run_module(fleet_report, {"devices": [{"host": "pi-1"}], "warn_days": "soon"})
     assert run.returncode != 0 and "warn_days" in run.result["msg"], run.output()
+
+
+def test_the_hub_devices_from_iothub_device_info() -> None:
+    run = run_module(
+        fleet_report,
+        {
+            "devices": [{"host": "pi-1"}, {"host": "pi-2"}],
+            "registrations": [{"registrationId": "pi-1", "status": "assigned", "deviceId": "pi-1"}],
+            "hub_devices": [
+                {
+                    "device_id": "pi-1",
+                    "status": "disabled",
+                    "status_reason": "revoked by iotfleet.aziot revoke.yml",
+                    "tags": {"site": "lab"},
+                    "configurations": {"edge-lab": {"status": "applied"}},
+                }
+            ],
+        },
+    )
+    result = run.result
+    assert run.returncode == 0 and not result["changed"] and result["hub_read"], run.output()
+    first, second = result["devices"]
+    assert (first["hub_status"], first["configurations"], first["tags"]) == ("disabled", ["edge-lab"], {"site": "lab"})
+    assert second["hub_status"] == "absent" and result["summary"]["hub_disabled"] == 1
+    without = run_module(fleet_report, {"devices": [{"host": "pi-1"}]}).result
+    assert not without["hub_read"] and without["devices"][0]["hub_status"] == ""
