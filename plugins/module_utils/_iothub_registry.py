@@ -390,6 +390,8 @@ class RegistrySync:
     check_mode: bool = False
     # Ids of the devices written so far, in order: a failure part-way reports them.
     changed_devices: list[str] = field(default_factory=list)
+    # The device being compared and written, for a failure's message (None while reading).
+    current: str | None = None
 
     def run(self, devices: t.Sequence[DesiredDevice]) -> dict:
         """Read every twin, then write what differs. The module's result but the request counts, with every
@@ -402,12 +404,14 @@ class RegistrySync:
         for device in devices:
             if device.device_id not in twins:
                 continue
+            self.current = device.device_id
             try:
                 outcomes.append(self.converge(device, twins[device.device_id]))
             except _Vanished:
                 if self.missing == MISSING_FAIL:
                     raise RegistryError(missing_message([device.device_id], self.hub, before_any_write=False)) from None
                 missing.append(device.device_id)
+        self.current = None
         changed = [outcome.view["device_id"] for outcome in outcomes if outcome.view["changed"]]
         return dict(
             changed=bool(changed),
@@ -446,6 +450,8 @@ class RegistrySync:
                     wrote = self.wrote(device.device_id) if put else wrote
                 break
             except PreconditionFailed as error:
+                if attempt == MAX_PRECONDITION_RETRIES:
+                    raise ConcurrentChange(f"device {device.device_id}", "the device", "writing") from None
                 self.client.changed_meanwhile(error, attempt, f"the write of device {device.device_id}")
                 twin = self.client.get_twin(device.device_id)
                 if twin is None:
@@ -457,8 +463,6 @@ class RegistrySync:
                 if error.status == 404:
                     raise _Vanished() from None
                 raise
-        else:
-            raise ConcurrentChange(f"device {device.device_id}", "the device", "writing")
         view = dict(device_view(twin), changed=wrote)
         return Outcome(view, diff_entry(device.device_id, before, compared_view(twin, device)) if wrote else None)
 
