@@ -113,9 +113,9 @@ KINDS = ("modulesContent", "moduleContent", "deviceContent")
 KEYS = ("name", "content_file", "priority", "cohorts", "rings", "target_condition", "labels", "metrics")
 MAX_METRICS = 5  # IoT Hub: at most 5 custom metric queries per configuration
 MAX_PRIORITY = 2**31 - 1  # the REST API's priority is an int32; IoT Hub takes non-negative ones
-# IoT Hub's rule for a deployment name: lower case, no spaces, none of & ^ [ ] { } \ | " < > /; a configuration id is
+# IoT Hub's rule for a configuration id (the iothub_configuration module's): lower case, digits and - + % _ * ! ',
 # at most 128 characters.
-NAME_RE = re.compile(r"^[a-z0-9\-:.+%_#*?!(),=@;$']{1,128}$")
+NAME_RE = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
 
 
 class _Refusal(AnsibleFilterError):
@@ -260,8 +260,8 @@ def _one(entry: dict, by_cohort: dict[str, dict], base_dir: str, ring_tag: str) 
     if not NAME_RE.match(name):
         _refuse(
             name,
-            "the name is its IoT Hub configuration id: at most 128 lower-case letters, digits and - : . + % _ # * ? ! "
-            "( ) , = @ ; $ ' (no spaces, no upper case)",
+            "the name is its IoT Hub configuration id: at most 128 lower-case letters, digits and - + % _ * ! ' "
+            "(no spaces, dots or upper case)",
         )
     cohort_names = _str_list(name, "cohorts", entry.get("cohorts"))
     rings = _str_list(name, "rings", entry.get("rings"))
