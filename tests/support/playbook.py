@@ -8,6 +8,7 @@ Tasks run on localhost (local connection, this interpreter) unless an inventory 
 the generated play comes back in `.results` (None when skipped), written as JSON by a last task. A playbook file runs
 as it is. `.recap` is the PLAY RECAP per host. `run_ansible` runs any Ansible command line (ansible-galaxy,
 ansible-doc, an ansible-playbook put together by the test) the same way; `clean_env` is the environment of all of them.
+`four_runs` / `assert_four`: the four runs of a state-changing case (check, real, check, real) and their check.
 """
 
 from __future__ import annotations
@@ -157,3 +158,20 @@ def run_playbook(
     if results_path.exists():
         run.results = json.loads(results_path.read_text(encoding="utf-8"))
     return run
+
+
+def four_runs(module: str, args: dict, name: str) -> list[dict]:
+    """A state-changing case as community.crypto's targets run it: check mode (with diff), real (with diff), check
+    mode again, real again; registered as {name}_check1, _real1, _check2, _real2 (see assert_four)."""
+    return [
+        {module: args, "check_mode": True, "diff": True, "register": f"{name}_check1"},
+        {module: args, "diff": True, "register": f"{name}_real1"},
+        {module: args, "check_mode": True, "register": f"{name}_check2"},
+        {module: args, "register": f"{name}_real2"},
+    ]
+
+
+def assert_four(results: dict, name: str) -> None:
+    """The four runs of four_runs(): changed, changed, not changed, not changed."""
+    changed = [results[f"{name}_{run}"]["changed"] for run in ("check1", "real1", "check2", "real2")]
+    assert changed == [True, True, False, False], f"{name}: changed per run (check, real, check, real) = {changed}"
