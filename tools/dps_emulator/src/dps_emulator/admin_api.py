@@ -1,4 +1,5 @@
-"""The emulator's own admin routes (/_emulator/...): health, the IoT Hub device list, registrations, faults.
+"""The emulator's own admin routes (/_emulator/...): health, the IoT Hub device list, registrations, faults, and
+which configurations each device of a hub gets.
 
 No authentication and no api-version: a test tool's back door, listening where the emulator listens.
 """
@@ -10,19 +11,26 @@ from typing import Any
 from .config import Config, ConfigError, parse_fault
 from .device_api import DeviceApi
 from .faults import FaultInjector
+from .hub_store import HubStore
 from .router import Route
 from .state import RegistrationStore, device_list
-from .wire import Request, Response, bad_request, json_body
+from .wire import ERROR_NOT_FOUND, ApiError, Request, Response, bad_request, json_body
 
 
 class AdminApi:
     def __init__(
-        self, config: Config, registrations: RegistrationStore, faults: FaultInjector, device_api: DeviceApi
+        self,
+        config: Config,
+        registrations: RegistrationStore,
+        faults: FaultInjector,
+        device_api: DeviceApi,
+        hubs: HubStore,
     ) -> None:
         self.config = config
         self.registrations = registrations
         self.faults = faults
         self.device_api = device_api
+        self.hubs = hubs
 
     def routes(self) -> list[Route]:
         def admin(method: str, path: str, handler: Any) -> Route:
@@ -36,6 +44,7 @@ class AdminApi:
             admin("GET", "faults", self.fault_listing),
             admin("POST", "faults", self.add_faults),
             admin("DELETE", "faults", self.clear_faults),
+            admin("GET", "hubs/{hub}/configurations-applied", self.configurations_applied),
         ]
 
     def health(self, request: Request, params: dict[str, str], _principal: None) -> Response:
@@ -74,3 +83,15 @@ class AdminApi:
     def clear_faults(self, request: Request, params: dict[str, str], _principal: None) -> Response:
         self.faults.clear()
         return Response(200, [])
+
+    def configurations_applied(self, request: Request, params: dict[str, str], _principal: None) -> Response:
+        """{deviceId: [ids of the configurations applied to it]} for every device of a linked hub, evaluated now."""
+        hub = next((name for name in self.config.linked_hubs if name.lower() == params["hub"].lower()), None)
+        if hub is None:
+            raise ApiError(
+                404,
+                ERROR_NOT_FOUND,
+                f"{params['hub']} is not a linked hub; use one of {', '.join(self.config.linked_hubs)}.",
+            )
+        self.device_api.finalize_due()
+        return Response(200, self.hubs.applied(hub))

@@ -1,4 +1,5 @@
-"""The emulator: one enrollment store and one registration store shared by the device, service and admin APIs."""
+"""The emulator: one enrollment store, one registration store (DPS records and the hubs' devices) and the hubs'
+configurations, shared by the device, service, IoT Hub and admin APIs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from .admin_api import AdminApi
 from .config import Config
 from .device_api import DeviceApi
 from .faults import FaultInjector
+from .hub_api import HubApi
+from .hub_store import HubStore
 from .router import Router
 from .service_api import ServiceApi
 from .state import RegistrationStore
@@ -25,16 +28,25 @@ class Emulator:
         self.faults = FaultInjector(config.faults, config.rate_limit_per_minute)
         self.device_api = DeviceApi(config, self.enrollments, self.registrations, self.faults)
         self.service_api = ServiceApi(config, self.enrollments, self.registrations)
-        self.admin_api = AdminApi(config, self.registrations, self.faults, self.device_api)
+        self.hubs = HubStore(state_dir, config, self.registrations)
+        self.hub_api = HubApi(config, self.registrations, self.hubs)
+        self.admin_api = AdminApi(config, self.registrations, self.faults, self.device_api, self.hubs)
         # service routes first: "/registrations/{id}/query" would otherwise also fit the device status route
-        # of an id scope named "registrations"
-        routes = [*self.service_api.routes(), *self.device_api.routes(), *self.admin_api.routes()]
+        # of an id scope named "registrations"; the hub routes' paths (/devices, /twins, /configurations) have a
+        # segment count no device route has
+        routes = [
+            *self.service_api.routes(),
+            *self.device_api.routes(),
+            *self.hub_api.routes(),
+            *self.admin_api.routes(),
+        ]
         self.router = Router(
             routes,
             self.faults,
             {
                 "device": self.device_api.authenticate,
                 "service": self.service_api.authenticate,
+                "hub": self.hub_api.authenticate,
                 "none": lambda _request, _params, _route: None,
             },
         )

@@ -44,6 +44,8 @@ def serve(args: argparse.Namespace) -> int:
         if args.host not in ("0.0.0.0", "::", ""):
             hosts.append(args.host)
         hosts += args.san
+        # clients that dial a linked hub's name (the Node SDK dials the connection string's HostName) verify it
+        hosts += [hub for hub in config.linked_hubs if hub not in hosts]
         cert_file, key_file, ca_file = ensure_server_identity(state_dir, hosts)
     try:
         context = make_context(str(cert_file), str(key_file))

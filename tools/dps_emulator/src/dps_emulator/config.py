@@ -1,7 +1,8 @@
 """Load and validate the emulator's configuration file (YAML).
 
 The file holds what Azure keeps outside the DPS service API - the id scope, the linked IoT hubs, the uploaded CA
-certificates and whether each is verified, the shared access policies - plus enrollments to seed and faults.
+certificates and whether each is verified, the shared access policies, the linked hubs' own policies and limits
+(`iot_hub`) - plus enrollments to seed and faults.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ FAULT_ENDPOINTS = (*DEVICE_ENDPOINTS, *SERVICE_ENDPOINTS, "service")
 ATTESTATIONS = ("x509", "symmetric_key")
 PROVISIONING_STATUSES = ("enabled", "disabled")
 RIGHTS = ("ServiceConfig", "EnrollmentRead", "EnrollmentWrite", "RegistrationStatusRead", "RegistrationStatusWrite")
+HUB_RIGHTS = ("RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect")
+# IoT Hub's limits: 100 configurations per hub (Edge deployments have their own 100; the emulator counts them
+# together per hub unless told otherwise) and 20 configuration operations per minute (S1, one unit).
+HUB_CONFIGURATION_LIMIT = 100
+HUB_CONFIGURATION_OPERATIONS_PER_MINUTE = 20
 # Device API registration ids: letters, digits and '-._:', ending with a letter, digit or '-'.
 REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")
 
@@ -77,6 +83,15 @@ class Policy:
 
 
 @dataclass
+class HubSettings:
+    """The `iot_hub` key: what every linked hub's service API uses (policies, limits)."""
+
+    policies: list[Policy] = field(default_factory=list)
+    configuration_limit: int = HUB_CONFIGURATION_LIMIT
+    configuration_operations_per_minute: int = HUB_CONFIGURATION_OPERATIONS_PER_MINUTE
+
+
+@dataclass
 class Seed:
     """An enrollment declared in the config: created at start-up when the state dir does not hold it."""
 
@@ -101,6 +116,7 @@ class Config:
     group_cas: list[tuple[x509.Certificate, bool]] = field(default_factory=list)
     seeds: list[Seed] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    iot_hub: HubSettings = field(default_factory=HubSettings)
 
     def context(self) -> Context:
         return Context(
@@ -306,13 +322,19 @@ def _parse_certificate(entry: Any, index: int, base_dir: Path) -> CaCertificate:
     return CaCertificate(name, _load_certificate(entry["certificate"], base_dir, f"{where}.certificate"), verified)
 
 
-def _parse_policy(entry: Any, index: int) -> Policy:
-    where = f"shared_access_policies[{index}]"
+def _parse_policy(
+    entry: Any,
+    index: int,
+    rights_known: tuple[str, ...] = RIGHTS,
+    where: str = "shared_access_policies",
+    example: str = "provisioningserviceowner",
+) -> Policy:
+    where = f"{where}[{index}]"
     entry = _require_mapping(entry, where)
     _check_keys(entry, {"name", "primary_key", "secondary_key", "rights"}, where)
     name = entry.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: name (the SharedAccessKeyName, e.g. provisioningserviceowner) is required")
+        raise ConfigError(f"{where}: name (the SharedAccessKeyName, e.g. {example}) is required")
     where = f"shared access policy '{name}'"
     if "primary_key" not in entry:
         raise ConfigError(f"{where}: primary_key (base64) is required")
@@ -323,11 +345,51 @@ def _parse_policy(entry: Any, index: int) -> Policy:
     if isinstance(rights, str):  # Resource Manager's form: "EnrollmentRead, EnrollmentWrite"
         rights = [right.strip() for right in rights.split(",") if right.strip()]
     if not isinstance(rights, list) or not rights:
-        raise ConfigError(f"{where}: rights must be a list of {', '.join(RIGHTS)}")
-    unknown = [right for right in rights if right not in RIGHTS]
+        raise ConfigError(f"{where}: rights must be a list of {', '.join(rights_known)}")
+    unknown = [right for right in rights if right not in rights_known]
     if unknown:
-        raise ConfigError(f"{where}: unknown right(s) {', '.join(map(str, unknown))}; use {', '.join(RIGHTS)}")
+        raise ConfigError(f"{where}: unknown right(s) {', '.join(map(str, unknown))}; use {', '.join(rights_known)}")
     return Policy(name, tuple(keys), frozenset(rights))
+
+
+def _check_unique(kind: str, names: list[str]) -> None:
+    lowered = [name.lower() for name in names]
+    for name in lowered:
+        if lowered.count(name) > 1:
+            raise ConfigError(f"{kind} '{name}' is declared twice (names are case-insensitive)")
+
+
+def _count(value: Any, where: str, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where} must be a non-negative integer ({what})")
+    return value
+
+
+def _parse_iot_hub(value: Any) -> HubSettings:
+    """The optional `iot_hub` key: the IoT Hub service API's shared access policies and limits (every linked hub)."""
+    where = "config.iot_hub"
+    entry = _require_mapping(value, where)
+    _check_keys(entry, {"shared_access_policies", "configuration_limit", "configuration_operations_per_minute"}, where)
+    settings = HubSettings()
+    policies = entry.get("shared_access_policies") or []
+    if not isinstance(policies, list):
+        raise ConfigError(f"{where}.shared_access_policies: expected a list of policies (name, primary_key, rights)")
+    for index, policy in enumerate(policies):
+        settings.policies.append(
+            _parse_policy(policy, index, HUB_RIGHTS, f"{where}.shared_access_policies", "iothubowner")
+        )
+    _check_unique("IoT Hub shared access policy", [policy.name for policy in settings.policies])
+    if "configuration_limit" in entry:
+        settings.configuration_limit = _count(
+            entry["configuration_limit"], f"{where}.configuration_limit", "configurations per hub; IoT Hub: 100"
+        )
+    if "configuration_operations_per_minute" in entry:
+        settings.configuration_operations_per_minute = _count(
+            entry["configuration_operations_per_minute"],
+            f"{where}.configuration_operations_per_minute",
+            "0 = no limit; IoT Hub: 20",
+        )
+    return settings
 
 
 def parse_fault(entry: Any, where: str) -> Fault:
@@ -376,6 +438,7 @@ TOP_LEVEL_KEYS = {
     "enrollment_groups",
     "individual_enrollments",
     "faults",
+    "iot_hub",
 }
 
 
@@ -424,10 +487,9 @@ def load_config(path: str | Path) -> Config:
     for index, entry in enumerate(data.get("certificates") or []):
         config.certificates.append(_parse_certificate(entry, index, base_dir))
     for kind, items in (("shared access policy", config.policies), ("certificate", config.certificates)):
-        names = [item.name.lower() for item in items]
-        for name in names:
-            if names.count(name) > 1:
-                raise ConfigError(f"{kind} '{name}' is declared twice (names are case-insensitive)")
+        _check_unique(kind, [item.name for item in items])
+    if data.get("iot_hub") is not None:
+        config.iot_hub = _parse_iot_hub(data["iot_hub"])
     for index, entry in enumerate(data.get("enrollment_groups") or []):
         config.seeds.append(_parse_group(entry, index, base_dir, config))
     for index, entry in enumerate(data.get("individual_enrollments") or []):

@@ -21,12 +21,12 @@ from typing import Any
 from cryptography import x509
 
 from .config import REGISTRATION_ID_RE, Config
-from .enrollments import Enrollment
+from .enrollments import GROUP, INDIVIDUAL, Enrollment
 from .faults import FaultInjector
 from .pki import certificate_info, common_name, iso_utc, match_group, thumbprints, utcnow, validity_problem
 from .router import Route
 from .sas import SasError, check_token, derive_device_key, parse_sas, signature_matches
-from .state import RegistrationStore
+from .state import RegistrationStore, authentication_type, hub_etag
 from .store import EnrollmentStore, new_etag
 from .wire import (
     ERROR_OPERATION_NOT_FOUND,
@@ -267,7 +267,7 @@ class DeviceApi:
                     substatus = "deviceDataMigrated" if enrollment.migrate_device_data else "deviceDataReset"
                 state.update({"assignedHub": hub, "deviceId": device_id, "status": "assigned", "substatus": substatus})
                 record["registrationCount"] += 1
-                self._place_device(store, enrollment, operation, state, assigned, now)
+                self._place_device(store, enrollment, operation, state, assigned, now, self._iot_edge(enrollment))
             state.update(operation.attestation)
             state["lastUpdatedDateTimeUtc"] = now
             state["etag"] = new_etag()
@@ -278,6 +278,14 @@ class DeviceApi:
         LOG.info("registration %s -> %s %s", registration_id, state["status"], state.get("assignedHub", ""))
         return state
 
+    def _iot_edge(self, enrollment: Enrollment) -> bool:
+        """The enrollment's capabilities.iotEdge: what DPS gives the device identity it creates or updates."""
+        if enrollment.group_id is not None:
+            record = self.enrollments.get(GROUP, enrollment.group_id)
+        else:
+            record = self.enrollments.get(INDIVIDUAL, enrollment.registration_id or "")
+        return bool(((record or {}).get("capabilities") or {}).get("iotEdge"))
+
     @staticmethod
     def _place_device(
         store: RegistrationStore,
@@ -286,8 +294,11 @@ class DeviceApi:
         state: dict[str, Any],
         previous: dict[str, Any] | None,
         now: str,
+        iot_edge: bool,
     ) -> None:
-        """Create or update the device in its IoT hub; the twin comes from initialTwin only when it is created."""
+        """Create or update the device in its IoT hub; the twin comes from initialTwin only when it is created. The
+        hub's own fields (status, etags, twin version: state.with_hub_fields) survive a re-registration, as in Azure;
+        the identity's etag changes when its authentication or capabilities do."""
         hub, device_id = state["assignedHub"], state["deviceId"]
         device = store.device(hub, device_id)
         old = None
@@ -323,6 +334,10 @@ class DeviceApi:
         if certificate:
             device["sha1Thumbprint"] = certificate["sha1Thumbprint"]
             device["sha256Thumbprint"] = certificate["sha256Thumbprint"]
+        identity = {"capabilities": {"iotEdge": iot_edge}, "authenticationType": authentication_type(device)}
+        if any(device.get(name) != value for name, value in identity.items()):
+            device.update(identity)
+            device["etag"] = hub_etag()
         store.set_device(device)
 
     def finalize_due(self) -> None:

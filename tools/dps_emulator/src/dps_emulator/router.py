@@ -1,7 +1,8 @@
 """Routing: (method, path pattern) -> auth kind, fault endpoint, permission and handler, for every API surface.
 
 The order of checks is the one a DPS front end shows: unknown path (404), wrong method (405), api-version (400),
-injected faults, then authentication by the route's kind, then the handler.
+injected faults, then authentication by the route's kind, then the handler. IoT Hub routes (auth kind "hub") have
+their own api-versions and answer every error in IoT Hub's shape (wire.hub_error) instead of DPS's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,21 @@ from typing import Any
 
 from . import SUPPORTED_API_VERSIONS
 from .faults import FaultInjector
-from .wire import ERROR_API_VERSION, ERROR_METHOD, ERROR_NOT_FOUND, ApiError, Request, Response, error
+from .wire import (
+    ERROR_API_VERSION,
+    ERROR_METHOD,
+    ERROR_NOT_FOUND,
+    ApiError,
+    Request,
+    Response,
+    error,
+    hub_error,
+    hub_response,
+)
 
-AUTH_KINDS = ("device", "service", "none")
+AUTH_KINDS = ("device", "service", "hub", "none")
+# What IoT Hub's service API accepts here: the Node SDK and the collection send 2021-04-12.
+HUB_API_VERSIONS = ("2020-05-31-preview", "2020-09-30", "2021-04-12")
 Handler = Callable[[Request, dict[str, str], Any], Response]
 Authenticator = Callable[[Request, dict[str, str], "Route"], Any]
 
@@ -24,12 +37,13 @@ Authenticator = Callable[[Request, dict[str, str], "Route"], Any]
 class Route:
     method: str
     pattern: str  # "/enrollments/{id}": literal segments (matched case-insensitively, as DPS does) and {parameters}
-    auth: str  # "device" (attestation), "service" (SAS policy), "none" (admin)
+    auth: str  # "device" (attestation), "service" (DPS SAS policy), "hub" (IoT Hub SAS policy), "none" (admin)
     handler: Handler
     endpoint: str | None = None  # fault endpoint name; None: faults never apply
     permission: str | None = None  # service routes: the policy right the request needs
     api_version: bool = True
     target: str | None = None  # the parameter a fault's registration_id filter compares with
+    api_versions: tuple[str, ...] = SUPPORTED_API_VERSIONS
     segments: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +82,13 @@ class Router:
         chosen = [(route, params) for route, params in matches if route.method == request.method]
         if not chosen:
             allowed = ", ".join(sorted({route.method for route, _ in matches}))
+            if all(route.auth == "hub" for route, _ in matches):
+                return hub_error(
+                    405,
+                    "MethodNotAllowed",
+                    f"{request.method} is not allowed on {request.path}; use {allowed}.",
+                    {"Allow": allowed},
+                )
             return error(
                 405,
                 ERROR_METHOD,
@@ -78,14 +99,15 @@ class Router:
         try:
             if route.api_version:
                 api_versions = request.query.get("api-version", [])
-                if not api_versions or api_versions[0] not in SUPPORTED_API_VERSIONS:
+                if not api_versions or api_versions[0] not in route.api_versions:
                     given = api_versions[0] if api_versions else "(none)"
-                    return error(
-                        400,
-                        ERROR_API_VERSION,
+                    message = (
                         f"The api-version query parameter {given!r} is not supported; use one of "
-                        f"{', '.join(SUPPORTED_API_VERSIONS)}.",
+                        f"{', '.join(route.api_versions)}."
                     )
+                    if route.auth == "hub":
+                        return hub_error(400, "InvalidProtocolVersion", message)
+                    return error(400, ERROR_API_VERSION, message)
             if route.endpoint is not None:
                 fault = self.faults.apply(route.endpoint, params.get(route.target) if route.target else None)
                 if fault is not None:
@@ -93,4 +115,4 @@ class Router:
             principal = self.authenticators[route.auth](request, params, route)
             return route.handler(request, params, principal)
         except ApiError as exc:
-            return exc.response()
+            return hub_response(exc) if route.auth == "hub" else exc.response()

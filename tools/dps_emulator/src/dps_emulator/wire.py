@@ -1,4 +1,4 @@
-"""Wire types shared by every API surface: requests, responses, DPS-shaped error bodies."""
+"""Wire types shared by every API surface: requests, responses, DPS- and IoT Hub-shaped error bodies."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ ERROR_CONFLICT = 409001
 ERROR_PRECONDITION_FAILED = 412001
 ERROR_THROTTLED = 429001
 ERROR_INTERNAL = 500001
+
+# IoT Hub's error names (the "ErrorCode:<name>" of its error bodies) by HTTP status, for errors raised by code shared
+# with DPS (json_body's 400, check_if_match's 412) when they answer a hub route.
+HUB_ERROR_NAMES = {
+    400: "ArgumentInvalid",
+    401: "IotHubUnauthorizedAccess",
+    403: "IotHubQuotaExceeded",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    412: "PreconditionFailed",
+    429: "ThrottlingException",
+    500: "ServerError",
+}
 
 
 class Drop(Exception):
@@ -79,6 +93,35 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         return error(self.status, self.code, self.message, self.headers)
+
+
+def hub_error(status: int, name: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """IoT Hub's error body, {"Message": "ErrorCode:<name>;<text>", "ExceptionMessage": "Tracking ID:..."}, which the
+    Node SDK's translateError reads the code from; the name is also in the iothub-errorcode header, as IoT Hub sends."""
+    now = utcnow()
+    body = {
+        "Message": f"ErrorCode:{name};{message}",
+        "ExceptionMessage": f"Tracking ID:{uuid.uuid4().hex}-G:0-TimeStamp:{now:%m/%d/%Y %H:%M:%S}",
+    }
+    return Response(status, body, {"iothub-errorcode": name, **(headers or {})})
+
+
+class HubError(ApiError):
+    """An error of the IoT Hub service API, named as IoT Hub names it (DeviceNotFound, ThrottlingException ...)."""
+
+    def __init__(self, status: int, name: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, 0, message, headers)
+        self.name = name
+
+    def response(self) -> Response:
+        return hub_error(self.status, self.name, self.message, self.headers)
+
+
+def hub_response(exc: ApiError) -> Response:
+    """Any ApiError answered in IoT Hub's shape (a DPS-coded one gets the hub name of its HTTP status)."""
+    if isinstance(exc, HubError):
+        return exc.response()
+    return hub_error(exc.status, HUB_ERROR_NAMES.get(exc.status, "ServerError"), exc.message, exc.headers)
 
 
 def bad_request(message: str) -> ApiError:
