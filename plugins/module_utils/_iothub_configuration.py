@@ -27,8 +27,9 @@ EXAMPLE_METRIC = "SELECT deviceId FROM devices WHERE properties.reported.lastDes
 FIELDS = ("targetCondition", "priority", "labels", "metrics.queries", "content")
 
 
-# IoT Hub's rule for a configuration id: lower-case letters, digits and -+%_*!' , at most 128 characters.
-_CONFIGURATION_ID = re.compile(r"^[a-z0-9\-+%_*!']{1,128}$")
+# IoT Hub's rule for a configuration id (REST API, Configuration id): lower-case letters, digits and
+# -:+%_#*?!(),=@;$' , at most 128 characters.
+_CONFIGURATION_ID = re.compile(r"^[a-z0-9\-:+%_#*?!(),=@;$']{1,128}$")
 
 
 class ConfigurationInputError(ValueError):
@@ -55,7 +56,7 @@ def configuration_id_problem(configuration_id: str) -> str | None:
         return None
     return (
         f"id {configuration_id!r} is not a valid configuration id: IoT Hub takes lower-case letters, digits and "
-        "- + % _ * ! ' (no spaces), at most 128 characters"
+        "-:+%_#*?!(),=@;$' (no spaces), at most 128 characters"
     )
 
 

@@ -44,8 +44,8 @@ attributes:
 options:
   id:
     description:
-      - The configuration id. Lower-case letters, digits and V(-), V(+), V(%), V(_), V(*), V(!), V('), at most 128
-        characters (IoT Hub's rule).
+      - The configuration id. Lower-case letters, digits, parentheses and the characters C(-:+%_#*?!,=@;$'), at
+        most 128 characters (IoT Hub's rule).
     type: str
     required: true
   state:
