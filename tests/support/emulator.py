@@ -12,6 +12,7 @@ from.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,12 +21,26 @@ import yaml
 from dps_emulator.testing import Emulator, start_emulator
 
 EmulatorFactory = Callable[..., Emulator]
+# The linked IoT hubs' owner policy (config key iot_hub), for the IoT Hub service API: every right.
+HUB_POLICY = "iothubowner"
+HUB_POLICY_KEY = base64.b64encode(b"simulated-iot-hub-owner-policy-key").decode()
+HUB_POLICY_RIGHTS = ["RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"]
+
+
+def hub_settings(**limits) -> dict:
+    """The config's `iot_hub` key: the owner policy above; `limits`: configuration_limit,
+    configuration_operations_per_minute."""
+    return {
+        "shared_access_policies": [{"name": HUB_POLICY, "primary_key": HUB_POLICY_KEY, "rights": HUB_POLICY_RIGHTS}],
+        **limits,
+    }
 
 
 def fleet_config(id_scope: str, hub: str, root_ca: Path, group_key: str, prefix: str = "fleet", **extra) -> dict:
-    """The usual configuration: one IoT Hub, an X.509 enrollment group `<prefix>-x509` on a verified root CA (its
-    devices send leaf + intermediate) and a symmetric-key enrollment group `<prefix>-sym`; `extra` adds top-level
-    keys (individual_enrollments, shared_access_policies ...)."""
+    """The usual configuration: one IoT Hub (its owner policy HUB_POLICY for the IoT Hub service API), an X.509
+    enrollment group `<prefix>-x509` on a verified root CA (its devices send leaf + intermediate) and a
+    symmetric-key enrollment group `<prefix>-sym`; `extra` adds or replaces top-level keys (individual_enrollments,
+    shared_access_policies, iot_hub ...)."""
     return {
         "id_scope": id_scope,
         "linked_hubs": [hub],
@@ -34,6 +49,7 @@ def fleet_config(id_scope: str, hub: str, root_ca: Path, group_key: str, prefix:
             {"name": f"{prefix}-x509", "attestation": "x509", "ca_cert": str(root_ca), "verified": True},
             {"name": f"{prefix}-sym", "attestation": "symmetric_key", "primary_key": group_key},
         ],
+        "iot_hub": hub_settings(),
         **extra,
     }
 

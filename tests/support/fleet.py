@@ -34,6 +34,8 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 
+from tests.support.emulator import HUB_POLICY, HUB_POLICY_KEY, hub_settings
+from tests.support.emulator import HUB_POLICY_RIGHTS as HUB_POLICY_RIGHTS  # the IoT Hub owner policy's, for suites
 from tests.support.modules import run_module
 from tests.support.paths import BIN, REPO_ROOT
 from tests.support.playbook import PlaybookRun, run_ansible
@@ -60,6 +62,13 @@ INTERMEDIATE = "intermediate"
 def connection_string(emulator) -> str:
     """The DPS service API connection string of `emulator` with the owner policy above."""
     return f"HostName={emulator.host}:{emulator.port};SharedAccessKeyName={POLICY};SharedAccessKey={POLICY_KEY}"
+
+
+def hub_connection_string(hub: str = HUB) -> str:
+    """The IoT Hub service API connection string of a linked hub with its owner policy (HUB_POLICY, every right):
+    the emulator picks the hub from the SAS sr, so HostName is the hub's name; reach the emulator's address with the
+    modules' service_url."""
+    return f"HostName={hub};SharedAccessKeyName={HUB_POLICY};SharedAccessKey={HUB_POLICY_KEY}"
 
 
 class SimulatedFleet:
@@ -178,14 +187,16 @@ class SimulatedFleet:
 
     # --- the emulator -------------------------------------------------------------------------------------------
     def emulator_config(self) -> dict:
-        """One hub, a service owner policy, quick timings; cohorts: the lab root uploaded and verified, the
-        enrollment groups come from provision.yml (role dps_enrollment) through the service API; a list of hosts:
-        their enrollment group (GROUP) on the intermediate CA, verified - provision.yml finds it there."""
+        """One hub (its IoT Hub owner policy HUB_POLICY too), a service owner policy, quick timings; cohorts: the lab
+        root uploaded and verified, the enrollment groups come from provision.yml (role dps_enrollment) through the
+        service API; a list of hosts: their enrollment group (GROUP) on the intermediate CA, verified - provision.yml
+        finds it there."""
         config = {
             "id_scope": self.id_scope,
             "linked_hubs": [self.hub],
             "defaults": {"assignment_delay": 0.2, "retry_after": 1},
             "shared_access_policies": [{"name": POLICY, "primary_key": POLICY_KEY, "rights": POLICY_RIGHTS}],
+            "iot_hub": hub_settings(),
         }
         if self.cohorts:
             root = self.pki_dir / "root-ca.cert.pem"
