@@ -9,12 +9,7 @@ import pytest
 
 from ansible_collections.iotfleet.aziot.plugins.modules import iothub_device
 from tests.support.dps_fakes import reply
-from tests.support.iothub_fakes import HUB, HubHarness, hub_error
-
-
-@pytest.fixture
-def hub_module(monkeypatch) -> HubHarness:
-    return HubHarness(monkeypatch)
+from tests.support.iothub_fakes import HUB, hub_error
 
 
 def twin(device_id: str, version: int = 1, status: str = "enabled", reason=None, **tags) -> dict:
@@ -255,3 +250,72 @@ def test_nested_tags_are_made_exact(hub_module):
 def test_an_empty_device_list_sends_nothing(hub_module):
     out = run(hub_module, [])
     assert (out.result["changed"], out.result["devices"], hub_module.calls) == (False, [], [])
+
+
+# --- against the emulator's IoT Hub API ---------------------------------------------------------------------------
+
+
+def make_devices(harness, *device_ids: str, **tags):
+    """Devices in the emulator's hub (as DPS would have put them there), with `tags`; the test's own client."""
+    client = harness.hub_client()
+    for device_id in device_ids:
+        if client.get_device(device_id) is None:
+            client.put_device(device_id, {"deviceId": device_id}, None)
+        if tags:
+            client.patch_twin(device_id, {"tags": tags}, client.get_twin(device_id)["etag"])
+    return client
+
+
+def test_emulator_a_tag_edited_between_read_and_write_is_read_again(hub_emulator_module):
+    client = make_devices(hub_emulator_module, "pi-emu-01", site="a")
+    edits = []
+
+    def other_writer(call):
+        if call["method"] == "PATCH" and not edits:
+            edits.append(call)
+            client.patch_twin("pi-emu-01", {"tags": {"owner": "ops"}}, client.get_twin("pi-emu-01")["etag"])
+
+    hub_emulator_module.before_request(other_writer)
+    out = hub_emulator_module.run(
+        iothub_device, hub_emulator_module.hub_args(devices=[{"device_id": "pi-emu-01", "tags": {"site": "b"}}])
+    )
+    assert hub_emulator_module.methods() == [
+        "POST devices/query",
+        "PATCH twins/pi-emu-01",
+        "GET twins/pi-emu-01",
+        "PATCH twins/pi-emu-01",
+    ]
+    assert hub_emulator_module.calls[3]["body"] == {"tags": {"site": "b", "owner": None}}
+    assert out.result["devices"][0]["tags"] == {"site": "b"}
+    assert client.get_twin("pi-emu-01")["tags"] == {"site": "b"}
+
+
+def test_emulator_disable_and_enable_keep_the_identity(hub_emulator_module):
+    reason = "revoked by iotfleet.aziot revoke.yml"
+    client = make_devices(hub_emulator_module, "pi-emu-02")
+    before = client.get_device("pi-emu-02")
+    disable = [{"device_id": "pi-emu-02", "status": "disabled", "status_reason": reason}]
+    out = hub_emulator_module.run(iothub_device, hub_emulator_module.hub_args(devices=disable))
+    assert hub_emulator_module.methods() == ["POST devices/query", "GET devices/pi-emu-02", "PUT devices/pi-emu-02"]
+    assert out.result["changed_devices"] == ["pi-emu-02"]
+    after = client.get_device("pi-emu-02")
+    assert (after["status"], after["statusReason"]) == ("disabled", reason)
+    assert after["authentication"] == before["authentication"]  # the keys are the device's still
+    again = hub_emulator_module.run(iothub_device, hub_emulator_module.hub_args(devices=disable))
+    assert (again.result["changed"], hub_emulator_module.methods()) == (False, ["POST devices/query"])
+    enable = [{"device_id": "pi-emu-02", "status": "enabled"}]
+    hub_emulator_module.run(iothub_device, hub_emulator_module.hub_args(devices=enable))
+    assert client.get_device("pi-emu-02")["status"] == "enabled"
+
+
+def test_emulator_120_devices_cost_two_queries_when_nothing_differs(hub_emulator_module):
+    device_ids = [f"pi-bulk-{number:03d}" for number in range(120)]
+    make_devices(hub_emulator_module, *device_ids)
+    devices = [{"device_id": device_id, "tags": {"site": "plant-3"}} for device_id in device_ids]
+    first = hub_emulator_module.run(iothub_device, hub_emulator_module.hub_args(devices=devices))
+    assert len(first.result["changed_devices"]) == 120
+    assert hub_emulator_module.methods().count("POST devices/query") == 2
+    second = hub_emulator_module.run(iothub_device, hub_emulator_module.hub_args(devices=devices))
+    assert second.result["changed"] is False
+    assert hub_emulator_module.methods() == ["POST devices/query"] * 2
+    assert {device["tags"]["site"] for device in second.result["devices"]} == {"plant-3"}

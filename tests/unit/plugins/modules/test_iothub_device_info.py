@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ansible_collections.iotfleet.aziot.plugins.modules import iothub_device_info
 from tests.support.dps_fakes import reply
-from tests.support.iothub_fakes import HUB, HubHarness, hub_error
-
-
-@pytest.fixture
-def hub_module(monkeypatch) -> HubHarness:
-    return HubHarness(monkeypatch)
+from tests.support.iothub_fakes import HUB, hub_error
 
 
 def twin(device_id: str, status: str = "enabled", **tags) -> dict:
@@ -92,3 +85,20 @@ def test_a_bad_device_id_fails_before_any_request(hub_module):
     assert out.failed
     assert out.result["msg"].startswith("device_ids: device_id 'pi/01' has '/'")
     assert hub_module.calls == []
+
+
+def test_emulator_every_device_and_given_ones(hub_emulator_module):
+    client = hub_emulator_module.hub_client()
+    device_ids = [f"pi-info-{number:03d}" for number in range(105)]
+    for device_id in device_ids:
+        client.put_device(device_id, {"deviceId": device_id}, None)
+    every = hub_emulator_module.run(iothub_device_info, hub_emulator_module.hub_args())
+    assert hub_emulator_module.methods() == ["POST devices/query"] * 2  # two pages of at most 100
+    listed = [device["device_id"] for device in every.result["devices"]]
+    assert listed == sorted(listed) and set(device_ids) <= set(listed)
+    given = hub_emulator_module.run(
+        iothub_device_info, hub_emulator_module.hub_args(device_ids=["pi-info-004", "nope"])
+    )
+    assert [device["device_id"] for device in given.result["devices"]] == ["pi-info-004"]
+    assert given.result["devices"][0]["status"] == "enabled"
+    assert given.result["missing"] == ["nope"]
