@@ -68,8 +68,9 @@ def _unquote_etag(value: str) -> str:
 
 
 def etag_matches(if_match: str, etag: str | None) -> bool:
-    """If-Match against a stored etag: `*`, or the etag quoted or not (clients differ: the C# SDK quotes it)."""
-    if if_match.strip() == "*":
+    """If-Match against a stored etag: `*`, or the etag, quoted or not (clients differ: the C# SDK quotes the etag,
+    the Node IoT Hub SDK quotes `*` too)."""
+    if _unquote_etag(if_match) == "*":
         return True
     if etag is None:
         return False
