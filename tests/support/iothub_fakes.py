@@ -5,6 +5,7 @@ patch the IoT Hub client (plugins/module_utils/_iothub.py) too, plus the hub's c
   connection options of hub HUB (policy HUB_OWNER, every right).
 - `HubHarness(monkeypatch, emulator)`: the module's real transport (TLS, ca_path = the emulator's CA) answered by the
   emulator's IoT Hub API, at `service_url` = the emulator's https://127.0.0.1:PORT, signing for the hub name.
+- `emulator_hub_client(emulator)`: an owner client of the emulator's hub for a test's own setup and checks.
 - `hub_error(status, name, text)`: an IoT Hub error answer as the hub sends it.
 - `emulator_hub_config(pki)`: the emulator of the hub modules' unit tests: hub HUB, policy HUB_OWNER with every
   right and one policy per right (`registryread` ...).
@@ -88,6 +89,12 @@ class HubHarness(ModuleHarness):
 
     def hub_client(self, policy: str = HUB_OWNER) -> _iothub.IotHubClient:
         """A client of the emulator's hub, for a test's own reads and writes (not recorded)."""
-        credentials = _iothub.parse_connection_string(hub_connection_string(policy), self.service_url)
-        transport = _http.urls_transport("iotfleet.aziot-tests", ca_path=self.emulator.ca_cert)
-        return HUB_CLIENT(credentials, transport, "test setup", sleep=FakeClock().sleep)
+        return emulator_hub_client(self.emulator, policy)
+
+
+def emulator_hub_client(emulator, policy: str = HUB_OWNER) -> _iothub.IotHubClient:
+    """A client of `emulator`'s hub HUB as `policy`, for a test's own reads and writes (a fixture's devices ...)."""
+    service_url = f"https://{emulator.host}:{emulator.port}"
+    credentials = _iothub.parse_connection_string(hub_connection_string(policy), service_url)
+    transport = _http.urls_transport("iotfleet.aziot-tests", ca_path=emulator.ca_cert)
+    return HUB_CLIENT(credentials, transport, "test setup", sleep=FakeClock().sleep)

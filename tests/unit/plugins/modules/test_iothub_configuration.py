@@ -1,5 +1,7 @@
-"""Unit tests for the iothub_configuration module with scripted IoT Hub answers (`scripted`): the exact wire
-exchanges, and what a hub does not produce on demand (a 412 on every try, a 403 from a hub at its limit)."""
+"""Unit tests for the iothub_configuration module: against the emulator's IoT Hub API (`hub_module`: the real
+transport over TLS, a fake clock) for what a hub does - create, update, the content rule, testQueries, rights, 412s,
+the configuration limit and the throttle - and with scripted IoT Hub answers (`scripted`) for the exact wire
+exchanges and what the emulator does not produce on demand (a 412 on every try)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 
 from ansible_collections.iotfleet.aziot.plugins.modules import iothub_configuration
 from tests.support.dps_fakes import reply
-from tests.support.iothub_fakes import HubHarness, hub_error, hub_policy_key
+from tests.support.iothub_fakes import HubHarness, emulator_hub_client, emulator_hub_config, hub_error, hub_policy_key
 
 EDGE = {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {}}}}}
 EDGE_V2 = {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {"m": {}}}}}}
@@ -296,3 +298,153 @@ def test_content_and_content_file_are_exclusive_and_one_is_required(scripted, tm
 
 def test_the_connection_string_is_no_log():
     assert iothub_configuration.argument_spec()["connection_string"]["no_log"] is True
+
+
+# --- against the emulator's IoT Hub API ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub_emulator(dps_emulator_factory, emulator_pki):
+    """One emulator for this file's emulator tests (each uses its own ids); no per-minute throttle, which the
+    `limited_emulator` tests exercise."""
+    emulator = dps_emulator_factory(emulator_hub_config(emulator_pki, configuration_operations_per_minute=0))
+    client = emulator_hub_client(emulator)
+    for device_id, site in (("unit-cfg-a", "plant-3"), ("unit-cfg-b", "plant-3"), ("unit-cfg-c", "plant-4")):
+        # IoT Edge devices: a deployment (modulesContent) targets only those
+        client.put_device(device_id, {"deviceId": device_id, "capabilities": {"iotEdge": True}}, None)
+        client.patch_twin(device_id, {"tags": {"site": site}}, None)
+    return emulator
+
+
+@pytest.fixture(scope="module")
+def limited_emulator(dps_emulator_factory, emulator_pki):
+    """A hub that holds two configurations and takes three configuration operations a minute."""
+    config = emulator_hub_config(emulator_pki, configuration_limit=2, configuration_operations_per_minute=3)
+    return dps_emulator_factory(config, name="limited")
+
+
+@pytest.fixture
+def hub_module(monkeypatch, hub_emulator) -> HubHarness:
+    return HubHarness(monkeypatch, hub_emulator)
+
+
+def emulated(harness: HubHarness, configuration_id: str, **extra) -> dict:
+    return args(harness, id=configuration_id, **extra)
+
+
+def test_four_runs_against_the_emulator(hub_module):
+    values = emulated(
+        hub_module, "unit-four-runs", metrics={"count": "SELECT deviceId FROM devices WHERE tags.site = 'plant-3'"}
+    )
+    check = run(hub_module, dict(values, _ansible_check_mode=True, _ansible_diff=True)).result
+    assert (check["changed"], check["configuration"]) == (True, {})
+    created = run(hub_module, dict(values, _ansible_diff=True)).result
+    assert created["changed"] is True, created
+    assert created["configuration"]["systemMetrics"]["results"]["targetedCount"] == 2
+    assert created["configuration"]["metrics"]["results"] == {"count": 2}
+    assert json.loads(created["diff"]["after"])["content"] == EDGE
+    again = run(hub_module, dict(values, _ansible_check_mode=True)).result
+    assert (again["changed"], again["differences"], again["requests"]) == (False, [], 1)
+    last = run(hub_module, values).result
+    assert (last["changed"], last["configuration"]["etag"]) == (False, created["configuration"]["etag"])
+    applied = hub_module.hub_client().get_twin("unit-cfg-a")["configurations"]
+    assert applied["unit-four-runs"]["status"] in ("targeted", "applied")
+
+
+def test_an_update_keeps_the_content_and_moves_the_etag(hub_module):
+    values = emulated(hub_module, "unit-update")
+    first = run(hub_module, values).result["configuration"]
+    result = run(
+        hub_module, dict(values, priority=30, labels={"ring": "canary"}, target_condition="tags.site='plant-4'")
+    ).result
+    assert result["changed"] is True
+    assert result["differences"] == ["targetCondition", "priority", "labels"]
+    assert result["configuration"]["etag"] != first["etag"]
+    assert result["configuration"]["systemMetrics"]["results"]["targetedCount"] == 1
+
+
+def test_content_change_refused_then_replaced_with_opt_in(hub_module):
+    values = emulated(hub_module, "unit-replace")
+    created = run(hub_module, values).result["configuration"]
+    run(hub_module, dict(values, content=EDGE_V2))
+    assert hub_module.last.result["msg"] == CHANGED_CONTENT.replace("plant-3", "unit-replace")
+    assert (
+        hub_module.hub_client().get_configuration("unit-replace")["content"]["modulesContent"] == EDGE["modulesContent"]
+    )
+    check = run(
+        hub_module, dict(values, content=EDGE_V2, replace_changed_content=True, _ansible_check_mode=True)
+    ).result
+    assert (check["changed"], check["replaced"]) == (True, True)
+    replaced = run(hub_module, dict(values, content=EDGE_V2, replace_changed_content=True)).result
+    assert (replaced["changed"], replaced["replaced"], replaced["differences"]) == (True, True, ["content"])
+    assert replaced["configuration"]["content"]["modulesContent"] == EDGE_V2["modulesContent"]
+    assert replaced["configuration"]["etag"] != created["etag"]
+    again = run(hub_module, dict(values, content=EDGE_V2, replace_changed_content=True)).result
+    assert (again["changed"], again["replaced"]) == (False, False)
+
+
+def test_a_malformed_target_condition_is_the_hubs_answer_and_nothing_is_written(hub_module):
+    run(hub_module, emulated(hub_module, "unit-malformed", target_condition="tags.site = = 'x'"))
+    message = hub_module.last.result["msg"]
+    assert message.startswith("configuration unit-malformed: target_condition \"tags.site = = 'x'\" is malformed: ")
+    assert message.endswith("nothing was written") and "\n" not in message
+    assert hub_module.hub_client().get_configuration("unit-malformed") is None
+
+
+def test_a_read_only_policy_is_told_the_right_it_lacks(hub_module):
+    values = dict(emulated(hub_module, "unit-read-only"), **hub_module.hub_args("registryread"))
+    run(hub_module, values)
+    message = hub_module.last.result["msg"]
+    assert message.startswith(
+        "configuration unit-read-only: policy registryread may not create configuration unit-read-only: give it the "
+        "RegistryWrite right"
+    )
+    assert hub_module.last.result["http_status"] == 401
+    assert hub_module.hub_client().get_configuration("unit-read-only") is None
+
+
+def test_a_concurrent_edit_is_read_again_and_converges(hub_module):
+    values = emulated(hub_module, "unit-concurrent")
+    run(hub_module, values)
+    other = hub_module.hub_client()
+    edits = []
+
+    def another_writer(call):
+        if call["method"] == "PUT" and not edits:
+            current = other.get_configuration("unit-concurrent")
+            edits.append(other.put_configuration("unit-concurrent", dict(current, priority=99), current["etag"]))
+
+    hub_module.before_request(another_writer)
+    result = run(hub_module, dict(values, labels={"ring": "canary"})).result
+    hub_module.before_request(None)
+    assert result["changed"] is True and edits
+    assert (result["configuration"]["labels"], result["configuration"]["priority"]) == ({"ring": "canary"}, 10)
+    assert hub_module.methods().count("PUT configurations/unit-concurrent") == 2
+    assert any("HTTP 412 on write" in line for line in hub_module.logs)
+
+
+def test_absent_against_the_emulator(hub_module):
+    values = emulated(hub_module, "unit-absent")
+    run(hub_module, values)
+    check = run(hub_module, dict(values, state="absent", _ansible_check_mode=True)).result
+    assert check["changed"] is True
+    assert hub_module.hub_client().get_configuration("unit-absent") is not None
+    assert run(hub_module, dict(values, state="absent")).result["changed"] is True
+    assert hub_module.hub_client().get_configuration("unit-absent") is None
+    assert run(hub_module, dict(values, state="absent")).result["changed"] is False
+
+
+def test_a_hub_at_its_limit_and_a_throttle_storm(monkeypatch, limited_emulator):
+    harness = HubHarness(monkeypatch, limited_emulator)
+    for configuration_id in ("unit-limit-1", "unit-limit-2"):
+        assert run(harness, emulated(harness, configuration_id)).result["changed"] is True
+    run(harness, emulated(harness, "unit-limit-3"))
+    message = harness.last.result["msg"]
+    assert "is at its limit of configurations" in message, message
+    assert harness.last.result["error_name"] == "IotHubQuotaExceeded"
+    # three operations this minute: the next write is throttled (429 + Retry-After) until the task's timeout
+    run(harness, emulated(harness, "unit-limit-1", priority=5, timeout=45))
+    result = harness.last.result
+    assert result["msg"].startswith("configuration unit-limit-1: IoT Hub did not finish within timeout=45s")
+    assert "HTTP 429" in result["msg"]
+    assert result["retried_requests"] == 1 and harness.sleeps == [30.0]

@@ -1,5 +1,6 @@
-"""Unit tests for the iothub_configuration_info module with scripted IoT Hub answers (`scripted`): the exact
-requests and what the module returns."""
+"""Unit tests for the iothub_configuration_info module: against the emulator's IoT Hub API (a hub with devices and
+configurations: the counts are the emulator's), and with scripted IoT Hub answers (`scripted`) for the exact
+requests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from ansible_collections.iotfleet.aziot.plugins.modules import iothub_configuration_info
 from tests.support.dps_fakes import reply
-from tests.support.iothub_fakes import HubHarness, hub_error
+from tests.support.iothub_fakes import HubHarness, emulator_hub_client, emulator_hub_config, hub_error
 
 
 @pytest.fixture
@@ -66,3 +67,50 @@ def test_an_empty_id_is_refused(scripted):
     run(scripted, scripted.hub_args(id=" "))
     assert scripted.last.result["msg"] == "id must not be empty; leave it out to read every configuration"
     assert scripted.calls == []
+
+
+# --- against the emulator's IoT Hub API ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub_emulator(dps_emulator_factory, emulator_pki):
+    """A hub with two devices (plant-3, plant-4) and two device configurations, one targeting each site."""
+    emulator = dps_emulator_factory(emulator_hub_config(emulator_pki, configuration_operations_per_minute=0))
+    client = emulator_hub_client(emulator)
+    for device_id, site in (("unit-info-a", "plant-3"), ("unit-info-b", "plant-4")):
+        client.put_device(device_id, {"deviceId": device_id}, None)
+        client.patch_twin(device_id, {"tags": {"site": site}}, None)
+    for configuration_id, site in (("unit-info-3", "plant-3"), ("unit-info-all", None)):
+        body = {
+            "id": configuration_id,
+            "content": {"deviceContent": {"properties.desired.telemetry": {"interval": 30}}},
+            "targetCondition": f"tags.site='{site}'" if site else "*",
+            "priority": 1 if site else 0,
+            "metrics": {"queries": {"plant3": "SELECT deviceId FROM devices WHERE tags.site = 'plant-3'"}},
+        }
+        client.put_configuration(configuration_id, body, None)
+    return emulator
+
+
+def test_one_configuration_from_the_emulator(monkeypatch, hub_emulator):
+    harness = HubHarness(monkeypatch, hub_emulator)
+    out = run(harness, harness.hub_args(id="unit-info-3", _ansible_check_mode=True)).result
+    assert (out["changed"], out["exists"], out["requests"]) == (False, True, 1)
+    (configuration,) = out["configurations"]
+    assert configuration["systemMetrics"]["results"]["targetedCount"] == 1
+    assert configuration["systemMetrics"]["results"]["appliedCount"] == 1
+    assert configuration["metrics"]["results"] == {"plant3": 1}
+    assert run(harness, harness.hub_args(id="unit-info-9")).result["exists"] is False
+
+
+def test_every_configuration_from_the_emulator(monkeypatch, hub_emulator):
+    harness = HubHarness(monkeypatch, hub_emulator)
+    out = run(harness, harness.hub_args()).result
+    counts = {item["id"]: item["systemMetrics"]["results"] for item in out["configurations"]}
+    # '*' targets both devices; on unit-info-a the higher priority unit-info-3 wins, so '*' is applied on one
+    assert counts == {
+        "unit-info-3": {"targetedCount": 1, "appliedCount": 1},
+        "unit-info-all": {"targetedCount": 2, "appliedCount": 1},
+    }
+    run(harness, harness.hub_args("registrywrite"))
+    assert "has RegistryRead" in harness.last.result["msg"]
