@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import typing as t
 from dataclasses import dataclass, field
 
@@ -136,7 +137,7 @@ def tags_problem(tags: t.Any, path: str = "tags", depth: int = 0) -> str | None:
             return f"{path} = {tags} is outside IoT Hub's integer range ({TAG_INT_MIN} to {TAG_INT_MAX})"
         return None
     if isinstance(tags, float):
-        if tags != tags or tags in (float("inf"), float("-inf")):
+        if not math.isfinite(tags):
             return f"{path} is not a finite number"
         return None
     if isinstance(tags, str):

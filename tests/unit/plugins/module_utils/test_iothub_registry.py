@@ -80,6 +80,8 @@ def test_tags_iot_hub_accepts():
         (nested(registry.TAG_MAX_DEPTH + 1), "10 levels"),
         (["site"], "must be a dict"),
         ({"when": object()}, "is a object"),
+        ({"ratio": float("nan")}, "tags.ratio is not a finite number"),
+        ({"ratio": float("inf")}, "tags.ratio is not a finite number"),
     ],
 )
 def test_tags_iot_hub_refuses(tags, words):
