@@ -28,7 +28,8 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._iothub import (
     PreconditionFailed,
 )
 
-# Device ids per `deviceId IN [...]` query, and a bound on the query's length (well under IoT Hub's query size).
+# Device ids per `deviceId IN [...]` query, and a bound on a query's length so that 100 long ids (up to 128
+# characters each) are split over several queries; IoT Hub's own limit on query text is not documented.
 QUERY_CHUNK = 100
 QUERY_MAX_CHARS = 8000
 QUERY_PAGE_SIZE = 100

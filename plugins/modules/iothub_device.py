@@ -93,8 +93,9 @@ notes:
   - The connection string's policy needs C(RegistryRead) for the query and C(RegistryWrite) when something
     differs.
   - Each write is one IoT Hub registry operation (a status change is two, a read and a write); IoT Hub allows 100
-    a minute per unit on S1 and S2 and throttles beyond (HTTP 429, retried). A run where nothing differs costs
-    one query per 100 devices.
+    a minute per unit on S1 and S2 and throttles beyond (HTTP 429, retried within O(timeout)). A run where nothing
+    differs costs one query per 100 devices; a first run that writes the tags of a thousand devices takes about ten
+    minutes on one S1 unit, so raise O(timeout) for it.
   - When the task fails part-way (a refused write, a device that kept changing), the devices written before are
     listed in RV(changed_devices); running the task again converges.
   - IoT Hub re-evaluates automatic configurations' target conditions every five minutes, so
