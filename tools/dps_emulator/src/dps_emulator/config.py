@@ -328,6 +328,7 @@ def _parse_policy(
     rights_known: tuple[str, ...] = RIGHTS,
     where: str = "shared_access_policies",
     example: str = "provisioningserviceowner",
+    noun: str = "shared access policy",
 ) -> Policy:
     where = f"{where}[{index}]"
     entry = _require_mapping(entry, where)
@@ -335,7 +336,7 @@ def _parse_policy(
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: name (the SharedAccessKeyName, e.g. {example}) is required")
-    where = f"shared access policy '{name}'"
+    where = f"{noun} '{name}'"
     if "primary_key" not in entry:
         raise ConfigError(f"{where}: primary_key (base64) is required")
     keys = [base64.b64decode(_load_key(entry["primary_key"], f"{where}.primary_key"))]
@@ -376,7 +377,14 @@ def _parse_iot_hub(value: Any) -> HubSettings:
         raise ConfigError(f"{where}.shared_access_policies: expected a list of policies (name, primary_key, rights)")
     for index, policy in enumerate(policies):
         settings.policies.append(
-            _parse_policy(policy, index, HUB_RIGHTS, f"{where}.shared_access_policies", "iothubowner")
+            _parse_policy(
+                policy,
+                index,
+                HUB_RIGHTS,
+                f"{where}.shared_access_policies",
+                "iothubowner",
+                "IoT Hub shared access policy",
+            )
         )
     _check_unique("IoT Hub shared access policy", [policy.name for policy in settings.policies])
     if "configuration_limit" in entry:
