@@ -237,9 +237,10 @@ def explain_error(error: ApiError, subject: str, credentials: HubCredentials) ->
             f"in connection_string and the controller clock, and that the policy has {right} ({answer})"
         )
     if error.status == 401 or (error.status == 403 and name not in ("IotHubQuotaExceeded",)):
+        other = "" if policy.lower() == "iothubowner" else ", such as iothubowner"
         return (
             f"{subject}: policy {policy} may not {action}: give it the {right} right (IoT Hub > Shared access "
-            f"policies) or use a policy that has it, such as iothubowner ({answer})"
+            f"policies) or use a policy that has it{other} ({answer})"
         )
     if error.status == 403 or name == "IotHubQuotaExceeded":
         if "configuration" in action:

@@ -6,7 +6,8 @@ Pure functions over IoT Hub JSON, so the module only orchestrates:
 - `load_content` takes the inline content or reads a content file on the controller and refuses, in one line, what
   IoT Hub would refuse (not JSON, not exactly one of modulesContent / moduleContent / deviceContent);
 - `differences` names every field that differs (targetCondition, priority, labels, metrics.queries, content);
-- `build_body` makes the PUT body; `summarise` is the diff view, without the hub's read-only fields.
+- `build_body` makes the PUT body; `summarise` is the diff view, without the hub's read-only fields;
+- `mask_configuration` hides the container registry passwords an IoT Edge deployment carries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import re
 import typing as t
 from dataclasses import dataclass, field
+
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import MASK
 
 CONTENT_KINDS = ("modulesContent", "moduleContent", "deviceContent")
 SCHEMA_VERSION = "1.0"
@@ -213,3 +216,37 @@ def desired_view(desired: DesiredConfiguration) -> dict:
     view = {"id": desired.configuration_id}
     view.update(_desired_fields(desired))
     return view
+
+
+# --- secrets in what the modules return ---------------------------------------------------------------------------
+
+
+def _registry_passwords(node: t.Any, inside: bool, found: list[tuple[dict, str]]) -> None:
+    """Collect (dict, key) of every password under a registryCredentials key (nested, or in a layered deployment's
+    dotted key such as properties.desired.runtime.settings.registryCredentials.acr)."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if inside and key == "password" and isinstance(value, str) and value:
+            found.append((node, key))
+        _registry_passwords(value, inside or "registryCredentials" in str(key), found)
+
+
+def registry_passwords(content: t.Any) -> list[str]:
+    """The container registry passwords in a configuration's content (for no_log_values)."""
+    found: list[tuple[dict, str]] = []
+    _registry_passwords(content, False, found)
+    return [node[key] for node, key in found]
+
+
+def mask_configuration(configuration: t.Any) -> t.Any:
+    """A copy of a configuration (or of its diff view) with every container registry password of its content
+    ($edgeAgent runtime.settings.registryCredentials.<name>.password) replaced by MASK."""
+    if not isinstance(configuration, dict):
+        return configuration
+    masked = copy.deepcopy(configuration)
+    found: list[tuple[dict, str]] = []
+    _registry_passwords(masked.get("content"), False, found)
+    for node, key in found:
+        node[key] = MASK
+    return masked

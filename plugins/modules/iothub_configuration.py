@@ -38,7 +38,8 @@ attributes:
   diff_mode:
     support: full
     details: Shows the configuration's id, target condition, priority, labels, metric queries and content before and
-      after as JSON, without the hub's read-only fields (etag, timestamps, metrics results).
+      after as JSON, without the hub's read-only fields (etag, timestamps, metrics results) and with container
+      registry passwords replaced by C(********).
   platform:
     platforms: posix
 options:
@@ -164,6 +165,7 @@ RETURN = r"""
 configuration:
   description:
     - The configuration as the hub has it after the task (in check mode, as it is now); empty when it does not exist.
+    - Container registry passwords of an IoT Edge deployment's content are replaced by C(********).
   returned: always
   type: dict
   sample:
@@ -262,6 +264,8 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._iothub_configurati
     desired_view,
     differences,
     load_content,
+    mask_configuration,
+    registry_passwords,
     summarise,
 )
 
@@ -298,12 +302,13 @@ def desired_state(module: AnsibleModule, subject: str) -> DesiredConfiguration:
         )
     except ConfigurationInputError as error:
         module.fail_json(msg=str(error))
+    module.no_log_values.update(registry_passwords(desired.content))
     return desired
 
 
 def diff_result(before: dict, after: dict, subject: str) -> dict:
     def text(view: dict) -> str:
-        return json.dumps(view, indent=2, sort_keys=True) + "\n" if view else ""
+        return json.dumps(mask_configuration(view), indent=2, sort_keys=True) + "\n" if view else ""
 
     return dict(before=text(before), after=text(after), before_header=f"{subject} (IoT Hub)", after_header=subject)
 
@@ -322,7 +327,7 @@ class Runner:
     ) -> dict:
         result = dict(
             changed=changed,
-            configuration=configuration or {},
+            configuration=mask_configuration(configuration) if configuration else {},
             differences=paths,
             replaced=replaced,
             requests=self.client.attempts,

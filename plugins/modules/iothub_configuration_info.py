@@ -67,7 +67,8 @@ EXAMPLES = r"""
 RETURN = r"""
 configurations:
   description:
-    - The configurations as the hub has them (one, or none, when O(id) is set), ordered by id.
+    - The configurations as the hub has them (one, or none, when O(id) is set), ordered by id, with container
+      registry passwords of IoT Edge deployments replaced by C(********).
     - C(systemMetrics.results) holds the hub's counts (C(targetedCount), C(appliedCount); for IoT Edge deployments
       also C(reportedSuccessfulCount) and C(reportedFailedCount)), C(metrics.results) the custom metric queries'.
   returned: always
@@ -144,6 +145,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._iothub import (
     iothub_client,
     iothub_connection_argument_spec,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._iothub_configuration import mask_configuration
 
 
 def read_configurations(module: AnsibleModule) -> dict:
@@ -164,7 +166,7 @@ def read_configurations(module: AnsibleModule) -> dict:
         fail_iothub_error(module, client, error)
     result.update(
         changed=False,
-        configurations=configurations,
+        configurations=[mask_configuration(configuration) for configuration in configurations],
         requests=client.attempts,
         retried_requests=client.retries,
     )

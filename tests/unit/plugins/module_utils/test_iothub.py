@@ -32,6 +32,8 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._iothub_configurati
     configuration_id_problem,
     differences,
     load_content,
+    mask_configuration,
+    registry_passwords,
 )
 from tests.support.dps_fakes import FakeClock, FakeTransport, reply
 from tests.support.iothub_fakes import hub_error
@@ -303,7 +305,7 @@ def test_a_401_after_an_accepted_read_names_the_right_the_write_needs():
     )
     assert message == (
         "configuration plant-3: policy iothubowner may not create configuration plant-3: give it the RegistryWrite "
-        "right (IoT Hub > Shared access policies) or use a policy that has it, such as iothubowner (HTTP 401 "
+        "right (IoT Hub > Shared access policies) or use a policy that has it (HTTP 401 "
         "(IotHubUnauthorizedAccess): IotHubUnauthorizedAccess)"
     )
 
@@ -444,3 +446,26 @@ def test_an_update_body_keeps_the_hubs_content_and_etag():
     assert created["content"] == EDGE
     assert "etag" not in created
     assert created["metrics"] == {"queries": {"reported": "SELECT deviceId FROM devices"}}
+
+
+def test_registry_passwords_are_found_nested_and_in_layered_keys_and_masked():
+    content = {
+        "modulesContent": {
+            "$edgeAgent": {
+                "properties.desired": {
+                    "runtime": {"settings": {"registryCredentials": {"acr": {"username": "u", "password": "p1"}}}},
+                    "modules": {"m": {"settings": {"password": "not a registry's"}}},
+                },
+                "properties.desired.runtime.settings.registryCredentials.other": {"username": "v", "password": "p2"},
+            }
+        }
+    }
+    assert sorted(registry_passwords(content)) == ["p1", "p2"]
+    masked = mask_configuration({"id": "x", "content": content})
+    agent = masked["content"]["modulesContent"]["$edgeAgent"]
+    assert agent["properties.desired"]["runtime"]["settings"]["registryCredentials"]["acr"] == {
+        "username": "u",
+        "password": "********",
+    }
+    assert agent["properties.desired.runtime.settings.registryCredentials.other"]["password"] == "********"
+    assert agent["properties.desired"]["modules"]["m"]["settings"]["password"] == "not a registry's"

@@ -240,6 +240,18 @@ def test_absent_in_check_mode_deletes_nothing(scripted):
     assert scripted.methods() == ["GET configurations/plant-3"]
 
 
+def test_registry_passwords_never_leave_the_module(scripted):
+    password = "registry-password-0123"
+    settings = {"registryCredentials": {"acr": {"username": "fleet", "password": password, "address": "acr.io"}}}
+    content = {"modulesContent": {"$edgeAgent": {"properties.desired": {"runtime": {"settings": settings}}}}}
+    values = args(scripted, content=content, _ansible_diff=True)
+    result = run(scripted, values, NOT_FOUND, reply(200, QUERIES_OK), reply(200, on_hub(content=content))).result
+    assert scripted.calls[2]["body"]["content"] == content  # the hub gets it
+    assert password not in scripted.last.text
+    agent = result["configuration"]["content"]["modulesContent"]["$edgeAgent"]
+    assert agent["properties.desired"]["runtime"]["settings"]["registryCredentials"]["acr"]["password"] == "********"
+
+
 # --- bad input: one line, before any request ----------------------------------------------------------------------
 
 
