@@ -54,6 +54,7 @@ _CONNECTION_STRING_FORMAT = "HostName=<hub>.azure-devices.net;SharedAccessKeyNam
 _DEVICE_FIELDS = ("deviceid", "moduleid", "gatewayhostname", "x509")
 # "ErrorCode:DeviceNotFound;Device foo not found" (what IoT Hub sends and the Node SDK's translateError parses)
 _ERROR_CODE_MESSAGE = re.compile(r"^\s*ErrorCode\s*:\s*([A-Za-z0-9_]+)\s*;?\s*(.*)$", re.DOTALL)
+_LIMIT_ERRORS = ("IotHubQuotaExceeded", "ConfigurationCountLimitExceeded")
 _TRACKING_ID = re.compile(r"Tracking ID\s*:\s*([^\s-]+)", re.IGNORECASE)
 
 
@@ -236,13 +237,16 @@ def explain_error(error: ApiError, subject: str, credentials: HubCredentials) ->
             f"{subject}: IoT Hub {hub} refused the shared access signature of policy {policy}: check SharedAccessKey "
             f"in connection_string and the controller clock, and that the policy has {right} ({answer})"
         )
-    if error.status == 401 or (error.status == 403 and name not in ("IotHubQuotaExceeded",)):
+    # A hub at its configuration limit: IoT Hub documents 413101 ConfigurationCountLimitExceeded (HTTP 413); the
+    # emulator answers 403 IotHubQuotaExceeded (403002, IoT Hub's daily quota).
+    at_limit = name in _LIMIT_ERRORS or error.error_code in (403002, 413101) or error.status == 413
+    if error.status == 401 or (error.status == 403 and not at_limit):
         other = "" if policy.lower() == "iothubowner" else ", such as iothubowner"
         return (
             f"{subject}: policy {policy} may not {action}: give it the {right} right (IoT Hub > Shared access "
             f"policies) or use a policy that has it{other} ({answer})"
         )
-    if error.status == 403 or name == "IotHubQuotaExceeded":
+    if at_limit:
         if "configuration" in action:
             return (
                 f"{subject}: IoT Hub {hub} is at its limit of configurations (100 device configurations and 100 "

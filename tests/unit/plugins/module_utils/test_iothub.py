@@ -310,11 +310,24 @@ def test_a_401_after_an_accepted_read_names_the_right_the_write_needs():
     )
 
 
-def test_the_configuration_limit_is_explained():
-    message = refusal(
-        [hub_error(403, "IotHubQuotaExceeded", "Configuration count exceeds the limit of 100")],
-        lambda c: c.put_configuration("plant-3", {}, None),
-    )
+@pytest.mark.parametrize(
+    "answer",
+    [
+        hub_error(403, "IotHubQuotaExceeded", "Configuration count exceeds the limit of 100"),
+        # what Microsoft documents for IoT Hub: 413101 ConfigurationCountLimitExceeded
+        reply(
+            413,
+            {
+                "Message": json.dumps(
+                    {"errorCode": 413101, "message": "The configuration count limit has been exceeded"}
+                )
+            },
+        ),
+    ],
+    ids=["emulator", "iot hub"],
+)
+def test_the_configuration_limit_is_explained(answer):
+    message = refusal([answer], lambda c: c.put_configuration("plant-3", {}, None))
     assert "is at its limit of configurations" in message
     assert "delete ones it no longer needs (iothub_configuration state=absent)" in message
     assert "\n" not in message
