@@ -90,6 +90,12 @@ def check_content(subject: str, content: t.Any, where: str) -> dict:
         )
     if not isinstance(content[kinds[0]], dict):
         raise ConfigurationInputError(f"{subject}: {where}'s {kinds[0]} must be a JSON object")
+    if not content[kinds[0]]:
+        # IoT Hub answers an empty kind like an absent one, so it could never compare equal
+        raise ConfigurationInputError(
+            f"{subject}: {where}'s {kinds[0]} is empty; give what the configuration sets (for an IoT Edge "
+            "deployment at least $edgeAgent)"
+        )
     return content
 
 

@@ -44,6 +44,7 @@ HUB = "Contoso-Hub.azure-devices.net"
 CONNECTION_STRING = f"HostName={HUB};SharedAccessKeyName=iothubowner;SharedAccessKey={KEY}"
 WALL = 1700000000.0
 EDGE = {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1"}}}}
+EDGE_V2 = {"modulesContent": {"$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {"m": {}}}}}}
 
 
 def make_client(transport, service_url=None, clock=None, **kwargs) -> IotHubClient:
@@ -385,6 +386,7 @@ def test_content_file_in_both_shapes(tmp_path, text):
             "(it has modulesContent and deviceContent)",
         ),
         (json.dumps({"deviceContent": [1]}), "deviceContent must be a JSON object"),
+        (json.dumps({"content": {"modulesContent": {}}}), "(its content)'s modulesContent is empty"),
         (json.dumps({"deviceContent": {}, "priority": 3}), "has priority beside deviceContent"),
     ],
 )
@@ -446,7 +448,7 @@ def test_differences_name_each_changed_field_and_ignore_the_hubs_own():
     assert differences(desired(), hub_configuration()) == []
     assert differences(desired(), None) == ["targetCondition", "priority", "labels", "metrics.queries", "content"]
     assert differences(desired(priority=20, labels={}), hub_configuration()) == ["priority", "labels"]
-    assert differences(desired(content={"modulesContent": {}}), hub_configuration()) == ["content"]
+    assert differences(desired(content=EDGE_V2), hub_configuration()) == ["content"]
     assert differences(desired(metrics={}), hub_configuration(metrics=None)) == []
 
 
