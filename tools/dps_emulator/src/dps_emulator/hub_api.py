@@ -19,7 +19,7 @@ from typing import Any
 from . import hub_query
 from .config import Config, Policy
 from .enrollments import DEVICE_ID_RE
-from .hub_store import HubStore, argument_invalid, query_errors, twin_document
+from .hub_store import HubStore, argument_invalid, query_errors, twin_document, x509_thumbprint
 from .pki import iso_utc, utcnow
 from .router import HUB_API_VERSIONS, Route
 from .sas import SasError, parse_sas, service_resource_allows, signature_matches
@@ -84,7 +84,6 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
 def device_view(device: dict[str, Any]) -> dict[str, Any]:
     """The Device JSON (identity, status, etag)."""
     keys = device.get("symmetricKey") or {}
-    selfsigned = device["authenticationType"] == "selfSigned"
     return {
         "deviceId": device["deviceId"],
         "generationId": device["generationId"],
@@ -99,11 +98,7 @@ def device_view(device: dict[str, Any]) -> dict[str, Any]:
         "authentication": {
             "type": device["authenticationType"],
             "symmetricKey": {"primaryKey": keys.get("primaryKey"), "secondaryKey": keys.get("secondaryKey")},
-            "x509Thumbprint": {
-                "primaryThumbprint": device.get("primaryThumbprint")
-                or (device.get("sha1Thumbprint") if selfsigned else None),
-                "secondaryThumbprint": device.get("secondaryThumbprint"),
-            },
+            "x509Thumbprint": x509_thumbprint(device),
         },
         "capabilities": dict(device["capabilities"]),
     }

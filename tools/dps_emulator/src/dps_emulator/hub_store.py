@@ -130,6 +130,14 @@ def query_errors(target_condition: Any, metric_queries: dict[str, Any]) -> tuple
     return target_error, metric_errors
 
 
+def x509_thumbprint(device: dict[str, Any]) -> dict[str, str | None]:
+    """A selfSigned identity's thumbprints: given with PUT /devices, or the certificate DPS attested."""
+    primary = device.get("primaryThumbprint")
+    if primary is None and device["authenticationType"] == "selfSigned":
+        primary = device.get("sha1Thumbprint")
+    return {"primaryThumbprint": primary, "secondaryThumbprint": device.get("secondaryThumbprint")}
+
+
 def twin_document(device: dict[str, Any]) -> dict[str, Any]:
     """The twin JSON of a hub device (without `configurations`: hub_api adds them)."""
     return {
@@ -143,10 +151,7 @@ def twin_document(device: dict[str, Any]) -> dict[str, Any]:
         "lastActivityTime": "0001-01-01T00:00:00Z",
         "cloudToDeviceMessageCount": 0,
         "authenticationType": device["authenticationType"],
-        "x509Thumbprint": {
-            "primaryThumbprint": device.get("sha1Thumbprint") if device["authenticationType"] == "selfSigned" else None,
-            "secondaryThumbprint": None,
-        },
+        "x509Thumbprint": x509_thumbprint(device),
         "modelId": "",
         "version": device["twinVersion"],
         "capabilities": copy.deepcopy(device["capabilities"]),
@@ -201,10 +206,10 @@ class HubStore:
             raise StateError(f"state file {self.path} has no 'hubs' mapping; move it away to start afresh")
         self.sequence = int(data.get("sequence", 0))
         for hub, configurations in data["hubs"].items():
-            if hub in self.hubs:  # a hub no longer linked keeps its file entry out of reach
+            if hub in self.hubs:
                 self.hubs[hub] = configurations
-            else:
-                LOG.warning("configurations of %s ignored: it is not in linked_hubs", hub)
+            else:  # dropped at the next write
+                LOG.warning("configurations of %s ignored: it is not in linked_hubs any more", hub)
 
     def _save(self) -> None:
         write_json_atomic(self.path, {"version": 1, "sequence": self.sequence, "hubs": self.hubs})
