@@ -16,7 +16,7 @@ import requests
 import yaml
 from dps_emulator.config import ConfigError, load_config
 
-from tests.support.emulator import HUB_POLICY, HUB_POLICY_KEY, hub_settings
+from tests.support.emulator import HUB_POLICY, HUB_POLICY_KEY, hub_settings, start_dps_emulator
 
 from .helpers import ID_SCOPE, Client, ServiceClient, derived_key, sas_token
 
@@ -355,6 +355,33 @@ def test_a_token_for_a_hub_not_linked_or_for_dps_is_refused(emulator, hub):
     assert upper.get("/devices/hub-dev-sr").status_code == 200
     refused(upper.get("/configurations"), 401, "IotHubUnauthorizedAccess")
     refused(hub.get("/devices/hub-dev-sr", api_version="2021-10-01"), 400, "InvalidProtocolVersion")
+
+
+def test_configurations_and_the_hub_side_of_devices_survive_a_restart(tmp_path):
+    first = start_dps_emulator(tmp_path, hub_config())
+    try:
+        register(first, "restart-dev")
+        hub = HubClient(first)
+        identity = hub.get("/devices/restart-dev").json()
+        assert hub.put("/devices/restart-dev", dict(identity, status="disabled"), if_match="*").status_code == 200
+        body = {"content": DEVICE_CONTENT, "targetCondition": "deviceId = 'restart-dev'", "priority": 3}
+        created = hub.put("/configurations/kept", body).json()
+    finally:
+        first.stop()
+    second = start_dps_emulator(tmp_path, hub_config())
+    try:
+        hub = HubClient(second)
+        kept = hub.get("/configurations/kept").json()
+        assert (kept["etag"], kept["createdTimeUtc"], kept["priority"]) == (
+            created["etag"],
+            created["createdTimeUtc"],
+            3,
+        )
+        assert kept["systemMetrics"]["results"]["appliedCount"] == 1
+        assert hub.get("/devices/restart-dev").json()["status"] == "disabled"
+    finally:
+        second.stop()
+    assert second.process.returncode == 0, second.log()
 
 
 def test_server_certificate_carries_the_linked_hub_names(emulator):
