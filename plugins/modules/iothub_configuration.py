@@ -87,7 +87,7 @@ options:
     description:
       - Custom metric queries (name to query), at most five, for example
         V(reported) = V(SELECT deviceId FROM devices WHERE properties.reported.lastDesiredStatus.code = 200).
-      - Compared and written as a whole; their results are in RV(configuration.metrics.results).
+      - Compared and written as a whole; their results are in C(metrics.results) of RV(configuration).
     type: dict
     default: {}
   replace_changed_content:
@@ -100,7 +100,7 @@ options:
     default: false
 notes:
   - The hub evaluates target conditions when a configuration is created and then every five minutes, so
-    RV(configuration.systemMetrics) may lag behind a change.
+    C(systemMetrics) of RV(configuration) may lag behind a change.
   - A hub holds at most 100 configurations and 100 IoT Edge deployments; creating one more fails with a message that
     says so.
 seealso:
