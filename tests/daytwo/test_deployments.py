@@ -146,6 +146,9 @@ def test_a_rerun_and_a_limited_run_change_nothing(fleet: SimulatedFleet, hub: Hu
     again = fleet.playbook("provision.yml")
     assert again.returncode == 0, again.output()
     assert again.changed_hosts() == set(), again.recap
+    check = fleet.playbook("provision.yml", "--check")
+    assert check.returncode == 0, check.output()
+    assert check.changed_hosts() == set(), check.recap
     # --limit: the conditions are still computed over the whole inventory.
     limited = fleet.playbook("provision.yml", "-l", "dp-lab-1")
     assert limited.returncode == 0, limited.output()
