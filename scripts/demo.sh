@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# `make demo`: provision a small container fleet against the local DPS emulator, end to end.
+# `make demo`: provision a small container fleet against the local DPS and IoT Hub emulator, end to end.
 #
 #   scripts/demo.sh          build what is missing, start one container per line of inventory/demo/hosts.yml
 #                            (Debian 12 and 13 devices that Ansible reaches as real Pis: SSH as `pi` on a loopback
-#                            port, sudo to root), start the emulator, run playbooks/provision.yml, print the fleet
-#                            table, run provision.yml again to show changed=0, then clean up
+#                            port, sudo to root), start the emulator, run playbooks/provision.yml (enrollment groups,
+#                            devices, the hub's configurations per cohort and ring), print which configuration each
+#                            device gets and the fleet table, move a device to the other cohort in a copy of the
+#                            inventory and run again (its tags and configuration follow), revoke it (disabled in DPS
+#                            and in the hub) and reinstate it, run provision.yml again to show changed=0, clean up
 #   DEMO_KEEP=1 scripts/demo.sh   keep the fleet and the emulator running afterwards (try fleet_status.yml,
 #                            reissue.yml -l pi-demo-02, or add pi-demo-04 to inventory/demo/hosts.yml and run again)
 #   scripts/demo.sh clean    stop the emulator and remove the containers (the lab CA in build/demo/pki stays)
@@ -25,6 +28,8 @@ HOSTS=$INVENTORY/hosts.yml
 DEVICES=(--hosts "$HOSTS")
 EMULATOR=("$BIN/dps-emulator")
 ID_SCOPE=0ne0000demo   # must match inventory/demo/group_vars/pis.yml
+HUB=hub-demo.azure-devices.net   # must match inventory/demo/group_vars/all.yml (iothub_deployment_connection_string)
+MOVED=pi-demo-02       # the device moved from plant-3 to lab, then revoked and reinstated
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
@@ -44,7 +49,7 @@ clean() {
   stop_emulator
   "$BIN/python" -m tools.device_containers down "${DEVICES[@]}" || true
   # The emulator's device list and the devices' host keys go with the devices; the lab CA is kept for the next run.
-  rm -rf "$DEMO_DIR/dps" "$DEMO_DIR/ssh/known_hosts"
+  rm -rf "$DEMO_DIR/dps" "$DEMO_DIR/ssh/known_hosts" "$DEMO_DIR/inventory-moved"
 }
 
 # Sum of changed= over the PLAY RECAP lines of an ansible-playbook log; fails when a host failed.
@@ -78,15 +83,17 @@ say "Lab CA on the controller (playbooks/ca.yml)"
 say "Device containers: SSH as pi on 127.0.0.1, sudo to root (tools/device_containers.py)"
 "$BIN/python" -m tools.device_containers up "${DEVICES[@]}" --ssh-dir "$DEMO_DIR/ssh"
 
-say "Local DPS emulator on the podman bridge: no enrollment yet, the verified lab root, two linked hubs"
+say "Local DPS and IoT Hub emulator on the podman bridge: no enrollment yet, the verified lab root, one linked hub"
 stop_emulator
-# What Azure keeps in Resource Manager, not in the DPS service API: the uploaded and verified root CA, the linked
-# hubs, the shared access policy (a key made for this run). The enrollment groups come from provision.yml.
-( umask 077 && head -c 32 /dev/urandom | base64 > "$DEMO_DIR/dps-service-policy.key" )
+# What Azure keeps in Resource Manager, not in the service APIs: the uploaded and verified root CA, the linked hub,
+# the DPS and IoT Hub shared access policies (keys made for this run). The enrollment groups and the hub's
+# configurations come from provision.yml.
+( umask 077 && head -c 32 /dev/urandom | base64 > "$DEMO_DIR/dps-service-policy.key" \
+  && head -c 32 /dev/urandom | base64 > "$DEMO_DIR/iothub-policy.key" )
 cat > "$DEMO_DIR/enrollments.yml" <<YAML
 ---
 id_scope: $ID_SCOPE
-linked_hubs: [demo-hub-east.azure-devices.net, demo-hub-west.azure-devices.net]
+linked_hubs: [$HUB]
 defaults: {assignment_delay: 1.0, retry_after: 1}
 shared_access_policies:
   - name: provisioningserviceowner
@@ -94,6 +101,11 @@ shared_access_policies:
     rights: [ServiceConfig, EnrollmentRead, EnrollmentWrite, RegistrationStatusRead, RegistrationStatusWrite]
 certificates:
   - {name: demo-root, certificate: $DEMO_DIR/pki/root-ca.cert.pem, verified: true}
+iot_hub:
+  shared_access_policies:
+    - name: registryReadWrite
+      primary_key: $(cat "$DEMO_DIR/iothub-policy.key")
+      rights: [RegistryRead, RegistryWrite]
 YAML
 chmod 0600 "$DEMO_DIR/enrollments.yml"
 GATEWAY=$(podman network inspect podman | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["subnets"][0]["gateway"])')
@@ -103,52 +115,95 @@ echo $! > "$DEMO_DIR/emulator.pid"
 "${EMULATOR[@]}" wait --state-dir "$DEMO_DIR/dps" --timeout 30 --url \
   || { cat "$DEMO_DIR/emulator.log" >&2; die "the emulator did not start"; }
 
-say "Provisioning: ansible-playbook -i inventory/demo playbooks/provision.yml (enrollment groups, then the devices)"
+# Which configurations IoT Hub applies to each device, as the emulator evaluates them now (IoT Hub: within 5
+# minutes), next to the twin tags and hub status each device has: the admin endpoint and the device list.
+hub_view() {
+  local endpoint
+  endpoint=$("${EMULATOR[@]}" wait --state-dir "$DEMO_DIR/dps" --timeout 5)
+  "${EMULATOR[@]}" devices --state-dir "$DEMO_DIR/dps" | "$BIN/python" -c '
+import json, ssl, sys, urllib.request
+endpoint, hub, devices = json.loads(sys.argv[1]), sys.argv[2], json.load(sys.stdin)
+context = ssl.create_default_context(cafile=endpoint["ca_cert"])
+url = "https://%s:%s/_emulator/hubs/%s/configurations-applied" % (endpoint["host"], endpoint["port"], hub)
+with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+    applied = json.load(answer)
+print("%-12s %-9s %-28s %s" % ("DEVICE", "HUB", "TWIN TAGS", "CONFIGURATIONS APPLIED"))
+for device in sorted(devices, key=lambda d: d["deviceId"]):
+    tags = ",".join(f"{k}={v}" for k, v in sorted((device.get("tags") or {}).items()))
+    print("%-12s %-9s %-28s %s" % (device["deviceId"], device.get("status", "?"), tags,
+                                   ", ".join(applied.get(device["deviceId"], [])) or "-"))' "$endpoint" "$HUB"
+}
+
+# ansible-playbook on an inventory, its log kept; fails the demo when a host failed. Prints the run's changes.
+play() {
+  local name=$1 inventory=$2 log=$DEMO_DIR/$3.log; shift 3
+  "$BIN/ansible-playbook" -i "$inventory" "playbooks/$name" "$@" > "$log" || die "$name failed: see $log"
+  recap_changed "$log" || die "$name failed: see $log"
+}
+
+say "Provisioning: ansible-playbook -i inventory/demo playbooks/provision.yml (enrollment groups, devices, hub configurations)"
 T0=$(date +%s)
 "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml | tee "$DEMO_DIR/provision-1.log" | grep -E '^(PLAY RECAP|pi-demo)' || true
 CHANGED=$(recap_changed "$DEMO_DIR/provision-1.log") || die "provisioning failed: see $DEMO_DIR/provision-1.log"
 echo "first run: $(($(date +%s) - T0)) s, $CHANGED changes"
 
-say "Fleet status from DPS (playbooks/fleet_status.yml)"
+say "Which configuration each device gets in $HUB (plant-3: telemetry-plant-3; lab, ring canary: telemetry-canary wins at priority 20)"
+hub_view
+
+say "Fleet status from DPS and IoT Hub (playbooks/fleet_status.yml)"
 "$BIN/ansible-playbook" -i "$INVENTORY" playbooks/fleet_status.yml -e fleet_status_file="$DEMO_DIR/fleet-status.txt" \
   > "$DEMO_DIR/fleet-status.log" || die "fleet_status.yml failed: see $DEMO_DIR/fleet-status.log"
 cat "$DEMO_DIR/fleet-status.txt"
 
+# The inventory is the truth: move a device to the other cohort in a copy of it, run provision.yml on the copy. The
+# device gets a certificate from its new cohort's CA (DPS picks the enrollment group by it) and registers through the
+# lab group; IoT Hub keeps a twin's tags after the first registration, so the iothub_deployment role sets them.
+say "Moving $MOVED from plant-3 to lab in a copy of the inventory ($DEMO_DIR/inventory-moved) and running provision.yml"
+rm -rf "$DEMO_DIR/inventory-moved" && cp -r "$INVENTORY" "$DEMO_DIR/inventory-moved"
+MOVED_INVENTORY=$DEMO_DIR/inventory-moved
+"$BIN/python" - "$MOVED_INVENTORY/hosts.yml" "$MOVED" <<'PY'
+import sys, yaml
+path, host = sys.argv[1], sys.argv[2]
+with open(path, encoding="utf-8") as handle:
+    inventory = yaml.safe_load(handle)
+cohorts = inventory["pis"]["children"]
+cohorts["lab"]["hosts"][host] = cohorts["plant3"]["hosts"].pop(host)
+with open(path, "w", encoding="utf-8") as handle:
+    yaml.safe_dump(inventory, handle, sort_keys=False)
+PY
+T0=$(date +%s)
+CHANGED=$(play provision.yml "$MOVED_INVENTORY" provision-moved)
+echo "moved: $(($(date +%s) - T0)) s, $CHANGED changes"
+hub_view
+hub_view | grep -E "^$MOVED .*ring=canary,site=lab .*telemetry-canary" > /dev/null \
+  || die "$MOVED did not get the lab cohort's tags and the canary configuration: see $DEMO_DIR/provision-moved.log"
+
+# Block the device the documented way: disabled in its IoT hub (its connection ends now), a disabled individual
+# enrollment and its registration record deleted in DPS (its next registration is refused); then undo it.
+say "Revoking $MOVED: ansible-playbook -i inventory-moved playbooks/revoke.yml -l $MOVED"
+play revoke.yml "$MOVED_INVENTORY" revoke -l "$MOVED" > /dev/null
+hub_view
+hub_view | grep -E "^$MOVED +disabled " > /dev/null || die "$MOVED is not disabled in $HUB: see $DEMO_DIR/revoke.log"
+"$BIN/ansible-playbook" -i "$MOVED_INVENTORY" playbooks/provision.yml -l "$MOVED" > "$DEMO_DIR/revoked-attempt.log" \
+  && die "$MOVED registered although it is revoked: see $DEMO_DIR/revoked-attempt.log"
+grep -o "$MOVED: enrollment is disabled in DPS[^\"]*" "$DEMO_DIR/revoked-attempt.log" | head -n1 \
+  || die "$MOVED's registration failed for another reason: see $DEMO_DIR/revoked-attempt.log"
+
+say "Reinstating $MOVED: ansible-playbook -i inventory-moved playbooks/reinstate.yml -l $MOVED"
+play reinstate.yml "$MOVED_INVENTORY" reinstate -l "$MOVED" > /dev/null
+hub_view
+
 say "Running provision.yml again: nothing to do"
 T0=$(date +%s)
-"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml | tee "$DEMO_DIR/provision-2.log" | grep -E '^(PLAY RECAP|pi-demo)' || true
-CHANGED=$(recap_changed "$DEMO_DIR/provision-2.log") || die "second run failed: see $DEMO_DIR/provision-2.log"
-[[ $CHANGED -eq 0 ]] || die "second run changed $CHANGED things, expected changed=0: see $DEMO_DIR/provision-2.log"
-echo "second run: $(($(date +%s) - T0)) s, changed=0 on every device"
-
-say "The emulator's IoT Hub device list, with the twin tags each enrollment group gave: dps-emulator devices"
-device_list() {
-  "${EMULATOR[@]}" devices --state-dir "$DEMO_DIR/dps" | "$BIN/python" -c 'import json, sys
-for d in json.load(sys.stdin):
-    tags = ",".join(f"{k}={v}" for k, v in sorted((d.get("tags") or {}).items()))
-    print("%-12s %-33s %-28s %-30s registrations: %s" % (d["deviceId"], d["assignedHub"], d["enrollment"], tags, d["registrationCount"]))'
-}
-device_list
-
-# Block one device the documented way (a disabled individual enrollment + its registration record deleted), show
-# DPS refusing it, and undo it.
-say "Revoking pi-demo-02: ansible-playbook -i inventory/demo playbooks/revoke.yml -l pi-demo-02"
-"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/revoke.yml -l pi-demo-02 > "$DEMO_DIR/revoke.log" \
-  || die "revoke.yml failed: see $DEMO_DIR/revoke.log"
-recap_changed "$DEMO_DIR/revoke.log" > /dev/null
-"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/provision.yml -l pi-demo-02 > "$DEMO_DIR/revoked-attempt.log" \
-  && die "pi-demo-02 registered although it is revoked: see $DEMO_DIR/revoked-attempt.log"
-grep -o 'pi-demo-02: enrollment is disabled in DPS[^"]*' "$DEMO_DIR/revoked-attempt.log" | head -n1 \
-  || die "pi-demo-02's registration failed for another reason: see $DEMO_DIR/revoked-attempt.log"
-
-say "Reinstating pi-demo-02: ansible-playbook -i inventory/demo playbooks/reinstate.yml -l pi-demo-02"
-"$BIN/ansible-playbook" -i "$INVENTORY" playbooks/reinstate.yml -l pi-demo-02 > "$DEMO_DIR/reinstate.log" \
-  || die "reinstate.yml failed: see $DEMO_DIR/reinstate.log"
-device_list
+CHANGED=$(play provision.yml "$MOVED_INVENTORY" provision-again)
+grep -E '^(PLAY RECAP|pi-demo|localhost)' "$DEMO_DIR/provision-again.log" || true
+[[ $CHANGED -eq 0 ]] || die "the re-run changed $CHANGED things, expected changed=0: see $DEMO_DIR/provision-again.log"
+echo "re-run: $(($(date +%s) - T0)) s, changed=0 on every device and in the hub"
 
 say "Demo done in $(($(date +%s) - START)) s"
 if [[ ${DEMO_KEEP:-0} == 1 ]]; then
   echo "The fleet and the emulator keep running. Try:"
-  echo "  IOTFLEET_DEMO_DIR=$DEMO_DIR $BIN/ansible-playbook -i inventory/demo playbooks/reissue.yml -l pi-demo-02"
+  echo "  IOTFLEET_DEMO_DIR=$DEMO_DIR $BIN/ansible-playbook -i $MOVED_INVENTORY playbooks/fleet_status.yml"
+  echo "  IOTFLEET_DEMO_DIR=$DEMO_DIR $BIN/ansible-playbook -i inventory/demo playbooks/reissue.yml -l pi-demo-01"
   echo "Clean up with: $0 clean"
 fi
