@@ -82,7 +82,7 @@ options:
     description:
       - The devices read from the IoT hub (C(devices) of M(iotfleet.aziot.iothub_device_info)), matched to the rows
         by device id (the registration record's, else the registration id).
-      - Not given - the hub was not read, and the rows say nothing of it (RV(devices[].hub_status) empty). Given,
+      - Not given - the hub was not read, and the rows say nothing of it (their C(hub_status) is empty). Given,
         a device it lacks is V(absent).
     type: list
     elements: dict
