@@ -173,10 +173,12 @@ def read_configurations(module: AnsibleModule) -> dict:
     return result
 
 
+def argument_spec() -> dict:
+    return {**iothub_connection_argument_spec(), "id": dict(type="str")}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={**iothub_connection_argument_spec(), "id": dict(type="str")}, supports_check_mode=True
-    )
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     module.exit_json(**read_configurations(module))
 
 
