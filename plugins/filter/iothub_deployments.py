@@ -204,9 +204,12 @@ def _content(name: str, entry: dict, base_dir: str) -> tuple[str, str, bool]:
             'optionally inside {"content": ...}',
         )
     kind = kinds[0]
+    if not isinstance(content[kind], dict) or not content[kind]:
+        # IoT Hub takes an empty kind as an absent one: the module would see a content change on every run.
+        _refuse(name, f"content_file {path} has an empty {kind}; give it the content to deploy (a non-empty object)")
     layered = False
     if kind == "modulesContent":
-        modules = content[kind] if isinstance(content[kind], dict) else {}
+        modules = content[kind]
         # Azure's rule: a layered deployment sets properties.desired.<path> keys of $edgeAgent (or only other modules'
         # twins), never $edgeAgent's properties.desired itself.
         layered = "properties.desired" not in (modules.get("$edgeAgent") or {})

@@ -141,6 +141,8 @@ def test_bad_names_and_duplicates(base_dir: Path) -> None:
         ('{"content": {}}', "must hold exactly one of modulesContent, moduleContent, deviceContent (it has none)"),
         ('{"moduleContent": {}, "deviceContent": {}}', "(it has moduleContent and deviceContent)"),
         ('["modulesContent"]', "(it has none)"),
+        ('{"deviceContent": {}}', "has an empty deviceContent; give it the content to deploy"),
+        ('{"modulesContent": []}', "has an empty modulesContent; give it the content to deploy"),
     ],
 )
 def test_content_files_that_are_not_content_are_refused(base_dir: Path, text: str, expected: str) -> None:
