@@ -31,6 +31,7 @@ EXPECTED_EXTRA_VARS = {
     },
     "iotfleet_dps_service.yml": {"dps_enrollment_connection_string"},
     "iotfleet_dps_group_key.yml": {"dps_registration_group_key"},
+    "iotfleet_iothub_service.yml": {"iothub_deployment_connection_string"},
 }
 
 
@@ -59,6 +60,10 @@ def sample_inputs(tmp_path_factory) -> dict[str, dict]:
             "SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=c2VydmljZS1rZXktMDEyMzQ1Njc4OQ=="
         },
         "iotfleet_dps_group_key.yml": {"group_key": "Z3JvdXAta2V5LWZvci10aGUtdGVzdHMtMDEyMzQ1Njc4OQ=="},
+        "iotfleet_iothub_service.yml": {
+            "connection_string": "HostName=hub-test.azure-devices.net;"
+            "SharedAccessKeyName=registryReadWrite;SharedAccessKey=aHViLXNlcnZpY2Uta2V5LTAxMjM0NTY3ODk="
+        },
     }
 
 
