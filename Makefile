@@ -77,10 +77,10 @@ unit: venv ## pytest tests/unit tests/bench (no network, no containers)
 integration: venv ## real playbooks and the DPS emulator's own suite, against the emulator
 	pytest -q tests/integration tests/emulator $(PYTEST_ARGS)
 
-# The DPS emulator judged by Microsoft's Node SDKs (docs/dps_emulator.md, "Judged by Microsoft's SDKs"): npm installs
+# The DPS and IoT Hub emulator judged by Microsoft's Node SDKs (docs/dps_emulator.md, "Judged by Microsoft's SDKs"): npm installs
 # the exact versions of tests/sdk/package-lock.json without running install scripts, then the SDKs drive the emulator.
 .PHONY: sdk
-sdk: venv tests/sdk/node_modules/.installed ## Microsoft's Node DPS SDKs (service, device X.509 + symmetric key) against the emulator
+sdk: venv tests/sdk/node_modules/.installed ## Microsoft's Node SDKs (DPS service + device, IoT Hub service) against the emulator
 	pytest -q tests/sdk $(PYTEST_ARGS)
 
 tests/sdk/node_modules/.installed: tests/sdk/package-lock.json
