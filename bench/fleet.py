@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench.measure import VENV_BIN, loadavg, parse_profile, parse_recap, run_measured
 from bench.report import cell_ratios
 from tools.device_containers import Device, DeviceError, podman, podman_env, start, stop
@@ -26,6 +29,10 @@ REPO_ROOT = BENCH_DIR.parent
 PLAYBOOKS = BENCH_DIR / "playbooks"
 ID_SCOPE = "0ne00BENCH1"
 KEY_TYPES = ("ec-p256", "rsa-4096")
+# The emulator's linked hub; method H signs its IoT Hub requests for it with this owner policy.
+HUB = "bench-hub.azure-devices.net"
+HUB_POLICY = "iothubowner"
+HUB_POLICY_KEY = base64.b64encode(b"bench-iot-hub-owner-policy-key-1").decode()
 
 
 class BenchError(Exception):
@@ -194,7 +201,12 @@ def write_enrollments(path: Path, root_ca: Path) -> None:
     path.write_text(
         "---\n"
         f"id_scope: {ID_SCOPE}\n"
-        "linked_hubs: [bench-hub.azure-devices.net]\n"
+        f"linked_hubs: [{HUB}]\n"
+        "iot_hub:\n"
+        "  shared_access_policies:\n"
+        f"    - {{name: {HUB_POLICY}, primary_key: {json.dumps(HUB_POLICY_KEY)}, rights: [RegistryRead, "
+        "RegistryWrite]}\n"
+        "  configuration_operations_per_minute: 20\n"  # IoT Hub's throttle (S1); H makes at most 4 a run
         "defaults:\n"
         "  assignment_delay: 1.0\n"
         "  retry_after: 3\n"
@@ -206,6 +218,111 @@ def write_enrollments(path: Path, root_ca: Path) -> None:
         "    verified: true\n",
         encoding="utf-8",
     )
+
+
+# --- the IoT Hub phase (H): inventory/demo's cohorts and deployments on the simulated fleet ------------------------
+
+DEMO_INVENTORY = REPO_ROOT / "inventory" / "demo"
+
+
+def demo_hub_declaration() -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """inventory/demo's cohorts (inventory group -> its group_vars: dps_enrollment_group and the tags) and its
+    deployments (content files made absolute): the declaration method H measures, read from the demo itself."""
+    hosts = yaml.safe_load((DEMO_INVENTORY / "hosts.yml").read_text(encoding="utf-8"))
+    group_vars = DEMO_INVENTORY / "group_vars"
+    cohorts = {
+        group: yaml.safe_load((group_vars / f"{group}.yml").read_text(encoding="utf-8"))
+        for group in hosts["pis"]["children"]
+    }
+    declared = yaml.safe_load((group_vars / "all.yml").read_text(encoding="utf-8"))["iothub_deployment_deployments"]
+    deployments = [{**entry, "content_file": str(DEMO_INVENTORY / entry["content_file"])} for entry in declared]
+    return cohorts, deployments
+
+
+def hub_cohorts(hosts: list[str]) -> dict[str, list[str]]:
+    """The hosts split into inventory/demo's cohorts, in order: the first cohort gets the odd one out."""
+    cohorts, _ = demo_hub_declaration()
+    names = list(cohorts)
+    size = -(-len(hosts) // len(names))
+    return {name: hosts[index * size : (index + 1) * size] for index, name in enumerate(names)}
+
+
+def hub_connection_string() -> str:
+    return f"HostName={HUB};SharedAccessKeyName={HUB_POLICY};SharedAccessKey={HUB_POLICY_KEY}"
+
+
+def write_hub_inventory(path: Path, hosts: list[str], ca_dir: Path, emulator: Any) -> None:
+    """Method H's inventory: the hosts in inventory/demo's cohorts (each cohort's group_vars: its enrollment group
+    and tags; its own CA certificate path, which the cohort computation compares but never reads), the demo's
+    deployments, the emulator's hub. JSON, which is YAML."""
+    cohorts, deployments = demo_hub_declaration()
+    children = {}
+    for group, members in hub_cohorts(hosts).items():
+        settings = cohorts[group]
+        children[group] = {
+            "vars": {
+                **{key: settings[key] for key in ("dps_enrollment_group", "site", "ring")},
+                "device_identity_ca_cert_path": str(ca_dir / f"{settings['dps_enrollment_group']}-ca.cert.pem"),
+            },
+            "hosts": dict.fromkeys(members),
+        }
+    inventory = {
+        "fleet": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "iothub_deployment_connection_string": hub_connection_string(),
+                "iothub_deployment_service_url": emulator.url,
+                "iothub_deployment_ca_path": str(emulator.ca_cert),
+                "iothub_deployment_deployments": deployments,
+                "iothub_deployment_fleet_hosts": "{{ groups['fleet'] }}",
+            },
+            "children": children,
+        }
+    }
+    path.write_text(json.dumps(inventory, indent=1) + "\n", encoding="utf-8")
+
+
+def seed_hub_devices(emulator: Any, hosts: list[str]) -> dict[str, int]:
+    """Before H's first run (not timed): every host a device of the emulator's hub whose twin carries the *other*
+    cohort's tags, as if each had moved cohort in the inventory since it registered - so the first run rewrites every
+    twin. A device DPS registered already (C's DPS phase) is kept; the others are created with the IoT Hub API (PUT
+    /devices, X.509 CA authentication, as DPS creates them). Uses the collection's own IoT Hub client."""
+    sys.path.insert(0, str(REPO_ROOT / ".collections"))
+    from ansible_collections.iotfleet.aziot.plugins.module_utils import _http, _iothub
+
+    cohorts, _ = demo_hub_declaration()
+    tags = {group: {key: cohorts[group][key] for key in ("site", "ring")} for group in cohorts}
+    other = dict(zip(tags, list(tags)[1:] + list(tags)[:1], strict=True))
+    client = _iothub.IotHubClient(
+        _iothub.parse_connection_string(hub_connection_string(), emulator.url),
+        _http.urls_transport("iotfleet-bench", ca_path=str(emulator.ca_cert)),
+        "bench: seeding the hub",
+    )
+    registered = {device["deviceId"] for device in emulator.devices()}
+    created = 0
+    for group, members in hub_cohorts(hosts).items():
+        for host in members:
+            if host not in registered:
+                client.put_device(host, {"deviceId": host, "authentication": {"type": "certificateAuthority"}}, None)
+                created += 1
+            client.patch_twin(host, {"tags": tags[other[group]]}, None)
+    return {"created": created, "registered_before": len(registered & set(hosts)), "requests": client.attempts}
+
+
+REQUESTS_MARK = "bench-hub-requests "
+
+
+def run_phase_h(call: PlaybookCall) -> dict[str, Any]:
+    """bench/playbooks/hub_deployment.yml (run_playbook), plus the IoT Hub requests and what changed, from the
+    modules' own results (the playbook's last task prints them on one line)."""
+    result = run_playbook(call)
+    text = call.log.read_text(encoding="utf-8", errors="replace")
+    match = re.search(re.escape(REQUESTS_MARK) + r"((?:\w+=\d+ ?)+)", text)
+    if match is None:
+        raise BenchError(f"{call.name}: no '{REQUESTS_MARK.strip()}' line in {call.log}")
+    result["hub"] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+    return result
 
 
 # --- phases ------------------------------------------------------------------------------------------------
@@ -409,6 +526,9 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
     try:
         if container_target:
             push_to_containers(hosts, Path(emulator.ca_cert))
+        if "H" in args.methods:
+            inventories["H"] = cell_dir / "inventory-H.yml"
+            write_hub_inventory(inventories["H"], hosts, ca_dir, emulator)
         b_extra = {"bench_ca_dir": str(ca_dir), "bench_key_type": key_type}
         c_extra = {**b_extra, "bench_dps_endpoint": emulator.url + "/", "bench_id_scope": ID_SCOPE}
         dps_extra = {
@@ -456,6 +576,19 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                 dps = run_playbook_sliced(dps_call, hosts, args.slices)
                 dps["devices_per_min"] = round(size * 60 / dps["wall_s"], 1)
                 phases.setdefault("C_dps", {})[tag] = dps
+            if "H" in args.methods:
+                if tag == "first":
+                    cell["hub_seed"] = seed_hub_devices(emulator, hosts)
+                h_call = PlaybookCall(
+                    "method H (IoT Hub deployments)",
+                    pb / "hub_deployment.yml",
+                    inventories["H"],
+                    {},
+                    env,
+                    args.forks,
+                    cell_dir / f"H-{tag}.log",
+                )
+                phases.setdefault("H", {})[tag] = run_phase_h(h_call)
             progress(
                 f"  {key_type} n={size} r{repeat} {tag}: "
                 + ", ".join(
@@ -467,6 +600,13 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
             phases["C_dps"]["registered_devices"] = registered
             if registered != size:
                 raise BenchError(f"the DPS emulator shows {registered} devices, expected {size}")
+        if "H" in args.methods:
+            # The hub's own answer after both runs: how many devices each configuration is applied to.
+            applied = emulator._admin("GET", f"/_emulator/hubs/{HUB}/configurations-applied")
+            cell["hub_applied"] = {
+                name: sum(name in names for names in applied.values())
+                for name in sorted({name for names in applied.values() for name in names})
+            }
     finally:
         emulator.stop()
         if container_target and not args.keep:

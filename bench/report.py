@@ -7,7 +7,7 @@ import functools
 import statistics
 from typing import Any
 
-PHASES = ("A", "B", "C", "C_dps")
+PHASES = ("A", "B", "C", "C_dps", "H")
 
 
 def ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None) -> float | None:
@@ -154,6 +154,7 @@ def report(results: dict[str, Any]) -> str:
             f"{cell['load_before'][0]} → {cell['load_after'][0]} |"
         )
     out.extend(cpu_report(results["cells"]))
+    out.extend(hub_report(results["cells"]))
     out.extend(slices_report(results["cells"]))
     rows = scaling(results["cells"])
     if rows:
@@ -198,6 +199,56 @@ def cpu_report(cells: list[dict[str, Any]]) -> list[str]:
         "",
         "| key | N | rep | C first | C re | C DPS first | C DPS re |",
         "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+HUB_REQUESTS = ("configurations", "list", "prune", "devices")
+
+
+def hub_report(cells: list[dict[str, Any]]) -> list[str]:
+    """Method H (the IoT Hub deployments and twin tag sync of provision.yml): per run and tag, wall, controller CPU
+    in all and per device, what changed and the IoT Hub requests by module; then the medians over the runs."""
+    rows, per_tag = [], {}
+    for cell in cells:
+        for tag in ("first", "rerun"):
+            run = cell["phases"].get("H", {}).get(tag)
+            if not run:
+                continue
+            hub = run["hub"]
+            requests = sum(hub[name] for name in HUB_REQUESTS)
+            cpu = cpu_of(run)
+            per_tag.setdefault((cell["size"], tag), []).append((run["wall_s"], cpu, cpu / cell["size"], requests))
+            rows.append(
+                f"| {cell['size']} | {cell['repeat']} | {tag} | {fmt(run['wall_s'])} | {fmt(cpu, 2)} | "
+                f"{fmt(cpu / cell['size'], 4)} | {hub['configurations_changed']} | {hub['devices_changed']} | "
+                f"{requests} ({' + '.join(str(hub[name]) for name in HUB_REQUESTS)}) | {hub['retried']} | "
+                f"{fmt(run['peak_pss_tree_mib'], 0)} |"
+            )
+    if not rows:
+        return []
+    medians = [
+        f"| {size} | {tag} | {fmt(median([v[0] for v in values]))} | {fmt(median([v[1] for v in values]), 2)} | "
+        f"{fmt(median([v[2] for v in values]), 4)} | {fmt(median([v[3] for v in values]), 0)} |"
+        for (size, tag), values in per_tag.items()
+    ]
+    return [
+        "",
+        "IoT Hub deployments (H: the role iothub_deployment as provision.yml runs it, on the controller, run_once), "
+        "medians over the runs: wall s, controller CPU s (user + sys of the process tree) in all and per device, IoT "
+        "Hub requests.",
+        "",
+        "| N | run | wall s | CPU s | CPU s / device | requests |",
+        "|---:|---|---:|---:|---:|---:|",
+        *medians,
+        "",
+        "Every H run: configurations and devices changed; requests = configurations (iothub_configuration, one task "
+        "per deployment) + list (iothub_configuration_info, for prune) + prune + devices (iothub_device: twin "
+        "queries and writes); retried = requests sent again (429/5xx); PSS = peak memory, MiB.",
+        "",
+        "| N | rep | run | wall s | CPU s | CPU s / device | configs changed | devices changed | requests | retried "
+        "| PSS |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|",
         *rows,
     ]
 
