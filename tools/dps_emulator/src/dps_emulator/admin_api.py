@@ -1,5 +1,5 @@
-"""The emulator's own admin routes (/_emulator/...): health, the IoT Hub device list, registrations, faults, and
-which configurations each device of a hub gets.
+"""The emulator's own admin routes (/_emulator/...): health, the IoT Hub device list, registrations, faults, the DPS
+operations counted, and which configurations each device of a hub gets.
 
 No authentication and no api-version: a test tool's back door, listening where the emulator listens.
 """
@@ -45,6 +45,8 @@ class AdminApi:
             admin("POST", "faults", self.add_faults),
             admin("DELETE", "faults", self.clear_faults),
             admin("GET", "hubs/{hub}/configurations-applied", self.configurations_applied),
+            admin("GET", "operations", self.operations),
+            admin("DELETE", "operations", self.reset_operations),
         ]
 
     def health(self, request: Request, params: dict[str, str], _principal: None) -> Response:
@@ -83,6 +85,14 @@ class AdminApi:
     def clear_faults(self, request: Request, params: dict[str, str], _principal: None) -> Response:
         self.faults.clear()
         return Response(200, [])
+
+    def operations(self, request: Request, params: dict[str, str], _principal: None) -> Response:
+        """The DPS operations counted since start-up or the last reset (operations.py says what counts)."""
+        return Response(200, self.faults.operations.snapshot(self.faults.operations_per_minute))
+
+    def reset_operations(self, request: Request, params: dict[str, str], _principal: None) -> Response:
+        self.faults.operations.reset()
+        return Response(200, self.faults.operations.snapshot(self.faults.operations_per_minute))
 
     def configurations_applied(self, request: Request, params: dict[str, str], _principal: None) -> Response:
         """{deviceId: [ids of the configurations applied to it]} for every device of a linked hub, evaluated now."""

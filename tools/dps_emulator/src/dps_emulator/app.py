@@ -25,7 +25,7 @@ class Emulator:
         self.config = config
         self.registrations = RegistrationStore(state_dir)
         self.enrollments = EnrollmentStore(state_dir, config)
-        self.faults = FaultInjector(config.faults, config.rate_limit_per_minute)
+        self.faults = FaultInjector(config.faults, config.rate_limit_per_minute, config.operations_per_minute)
         self.device_api = DeviceApi(config, self.enrollments, self.registrations, self.faults)
         self.service_api = ServiceApi(config, self.enrollments, self.registrations)
         self.hubs = HubStore(state_dir, config, self.registrations)

@@ -108,6 +108,7 @@ class Config:
     assignment_delay: float = 1.0
     retry_after: int = 3
     rate_limit_per_minute: int = 0
+    operations_per_minute: int = 0
     service_host: str | None = None
     policies: list[Policy] = field(default_factory=list)
     certificates: list[CaCertificate] = field(default_factory=list)
@@ -470,7 +471,11 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(hubs, list) or not hubs or not all(isinstance(hub, str) and hub for hub in hubs):
         raise ConfigError("config: linked_hubs must be a non-empty list of IoT Hub host names")
     defaults = _require_mapping(data.get("defaults") or {}, "config.defaults")
-    _check_keys(defaults, {"assignment_delay", "retry_after", "rate_limit_per_minute"}, "config.defaults")
+    _check_keys(
+        defaults,
+        {"assignment_delay", "retry_after", "rate_limit_per_minute", "operations_per_minute"},
+        "config.defaults",
+    )
     config = Config(id_scope=id_scope, linked_hubs=list(hubs))
     delay = defaults.get("assignment_delay", 1.0)
     if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 600:
@@ -484,6 +489,12 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(rate, int) or isinstance(rate, bool) or rate < 0:
         raise ConfigError("config.defaults.rate_limit_per_minute must be a non-negative integer (0 = no limit)")
     config.rate_limit_per_minute = rate
+    operations = defaults.get("operations_per_minute", 0)
+    if not isinstance(operations, int) or isinstance(operations, bool) or operations < 0:
+        raise ConfigError(
+            "config.defaults.operations_per_minute must be a non-negative integer (0 = no quota; DPS: 1000)"
+        )
+    config.operations_per_minute = operations
     service_host = data.get("service_host")
     if service_host is not None:
         if not isinstance(service_host, str) or not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]+)?", service_host):

@@ -1,4 +1,5 @@
-"""Injected faults (throttle, error, slow, drop) and the registrations-per-minute quota, for every API surface."""
+"""Injected faults (throttle, error, slow, drop), the registrations-per-minute limit and the DPS operations quota, for
+every API surface."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import time
 from typing import Any
 
 from .config import SERVICE_ENDPOINTS, Fault
+from .operations import Admission, OperationCounter
 from .wire import ERROR_INTERNAL, ERROR_THROTTLED, Drop, Response, error
 
 
 class FaultInjector:
-    def __init__(self, faults: list[Fault], rate_limit_per_minute: int) -> None:
+    def __init__(self, faults: list[Fault], rate_limit_per_minute: int, operations_per_minute: int = 0) -> None:
         self.lock = threading.Lock()
         self.faults: list[Fault] = list(faults)
         self.rate_limit_per_minute = rate_limit_per_minute
         self.register_times: collections.deque[float] = collections.deque()
+        self.operations_per_minute = operations_per_minute
+        self.operations = OperationCounter()
 
     @staticmethod
     def _matches(fault: Fault, endpoint: str, target_id: str | None) -> bool:
@@ -79,6 +83,20 @@ class FaultInjector:
                 )
             self.register_times.append(now)
         return None
+
+    def admit_operation(self, api: str, kind: str) -> tuple[Admission, Response | None]:
+        """Count one DPS request (operations.operation_of); a 429 once `operations_per_minute` operations were billed
+        in the current calendar minute, with Retry-After up to the next minute. Polls are never refused here."""
+        admission = self.operations.admit(api, kind, self.operations_per_minute)
+        if admission.retry_after is None:
+            return admission, None
+        limit, wait = self.operations_per_minute, admission.retry_after
+        return admission, error(
+            429,
+            ERROR_THROTTLED,
+            f"Operations quota exceeded ({limit} per minute); retry after {wait} s.",
+            {"Retry-After": str(wait)},
+        )
 
     def add(self, faults: list[Fault]) -> None:
         with self.lock:

@@ -1,7 +1,8 @@
 """Routing: (method, path pattern) -> auth kind, fault endpoint, permission and handler, for every API surface.
 
 The order of checks is the one a DPS front end shows: unknown path (404), wrong method (405), api-version (400),
-injected faults, then authentication by the route's kind, then the handler. IoT Hub routes (auth kind "hub") have
+injected faults, the operations quota (DPS routes; operations.py counts them), then authentication by the route's
+kind, then the handler. IoT Hub routes (auth kind "hub") have
 their own api-versions and answer every error in IoT Hub's shape (wire.hub_error) instead of DPS's.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import SUPPORTED_API_VERSIONS
 from .faults import FaultInjector
+from .operations import operation_of
 from .wire import (
     ERROR_API_VERSION,
     ERROR_METHOD,
@@ -96,6 +98,8 @@ class Router:
                 {"Allow": allowed},
             )
         route, params = chosen[0]
+        operation = operation_of(route)
+        admission = None
         try:
             if route.api_version:
                 api_versions = request.query.get("api-version", [])
@@ -112,7 +116,15 @@ class Router:
                 fault = self.faults.apply(route.endpoint, params.get(route.target) if route.target else None)
                 if fault is not None:
                     return fault
+            if operation is not None:
+                # a DPS operation from here on, whatever the answer (a lookup's 404 is billed as well)
+                admission, throttled = self.faults.admit_operation(*operation)
+                if throttled is not None:
+                    return throttled
             principal = self.authenticators[route.auth](request, params, route)
-            return route.handler(request, params, principal)
+            response = route.handler(request, params, principal)
         except ApiError as exc:
-            return hub_response(exc) if route.auth == "hub" else exc.response()
+            response = hub_response(exc) if route.auth == "hub" else exc.response()
+        if admission is not None and response.status == 429:
+            self.faults.operations.refund(admission)  # throttled after all (registrations per minute): not billed
+        return response

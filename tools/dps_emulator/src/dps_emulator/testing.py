@@ -14,6 +14,8 @@ Stable interface (other test suites depend on it)::
         emulator.devices()  # list of registered devices (the "IoT Hub device list")
         emulator.set_faults([{"type": "throttle", "count": 2}])
         emulator.clear_faults()
+        emulator.operations()  # DPS operations billed so far: total, by_api, by_kind, per_minute
+        emulator.reset_operations()
     finally:
         emulator.stop()
 
@@ -106,6 +108,15 @@ class Emulator:
     def clear_faults(self) -> list[dict[str, Any]]:
         """Remove every fault (DELETE /_emulator/faults)."""
         return self._admin("DELETE", "/_emulator/faults")
+
+    def operations(self) -> dict[str, Any]:
+        """The DPS operations counted as DPS bills them (GET /_emulator/operations): total, by_api, by_kind,
+        throttled, per_minute."""
+        return self._admin("GET", "/_emulator/operations")
+
+    def reset_operations(self) -> dict[str, Any]:
+        """Start counting DPS operations from zero (DELETE /_emulator/operations); returns the zeroed counters."""
+        return self._admin("DELETE", "/_emulator/operations")
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def stop(self, timeout: float = 10.0) -> None:
