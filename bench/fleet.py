@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from bench.measure import VENV_BIN, loadavg, parse_profile, parse_recap, run_measured
-from bench.report import cell_ratios
+from bench.report import cell_ratios, operations_per_device
 from tools.device_containers import Device, DeviceError, podman, podman_env, start, stop
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -196,8 +196,9 @@ def make_ca(ca_dir: Path, key_type: str, env: dict[str, str]) -> None:
         raise BenchError(f"creating the bench CA in {ca_dir} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
-def write_enrollments(path: Path, root_ca: Path) -> None:
-    """Emulator enrollment file: one verified X.509 group on the bench root CA, the emulator's DPS defaults."""
+def write_enrollments(path: Path, root_ca: Path, operations_per_minute: int = 0) -> None:
+    """Emulator enrollment file: one verified X.509 group on the bench root CA, the emulator's DPS defaults and, when
+    `operations_per_minute` is set, DPS's operations quota (1,000 a minute per instance)."""
     path.write_text(
         "---\n"
         f"id_scope: {ID_SCOPE}\n"
@@ -211,6 +212,7 @@ def write_enrollments(path: Path, root_ca: Path) -> None:
         "  assignment_delay: 1.0\n"
         "  retry_after: 3\n"
         "  rate_limit_per_minute: 0\n"
+        f"  operations_per_minute: {operations_per_minute}\n"
         "enrollment_groups:\n"
         "  - name: bench-x509\n"
         "    attestation: x509\n"
@@ -218,6 +220,20 @@ def write_enrollments(path: Path, root_ca: Path) -> None:
         "    verified: true\n",
         encoding="utf-8",
     )
+
+
+def dps_operations(emulator: Any, size: int) -> dict[str, Any]:
+    """The DPS operations the emulator billed since the last call (as DPS bills them: polls are not operations), per
+    device of the fleet, then counting from zero again: called after each phase, it is that phase's count."""
+    counted = emulator.operations()
+    emulator.reset_operations()
+    return {
+        "total": counted["total"],
+        "per_device": operations_per_device(counted, size),
+        "by_kind": counted["by_kind"],
+        "throttled": counted["throttled"],
+        "per_minute": counted["per_minute"],
+    }
 
 
 # --- the IoT Hub phase (H): inventory/demo's cohorts and deployments on the simulated fleet ------------------------
@@ -505,7 +521,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         for host in hosts:  # /etc/aziot comes with the aziot packages on a device (not timed)
             (cell_dir / "C" / host / "etc" / "aziot").mkdir(parents=True)
     enrollments = cell_dir / "enrollments.yml"
-    write_enrollments(enrollments, ca_dir / "root-ca.cert.pem")
+    write_enrollments(enrollments, ca_dir / "root-ca.cert.pem", args.dps_operations_per_minute)
     cell: dict[str, Any] = {
         "key_type": key_type,
         "size": size,
@@ -538,8 +554,10 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
         }
         pb = PLAYBOOKS
         for tag in ("first", "rerun"):
+            emulator.reset_operations()  # each phase's DPS operations, from zero (dps_operations)
             if "A" in args.methods:
                 phases.setdefault("A", {})[tag] = run_phase_a(cell_dir, hosts, key_type, ca_dir, env, tag, args.target)
+                phases["A"][tag]["dps_operations"] = dps_operations(emulator, size)
             if "B" in args.methods:
                 phases.setdefault("B", {})[tag] = run_playbook(
                     PlaybookCall(
@@ -552,6 +570,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                         cell_dir / f"B-{tag}.log",
                     )
                 )
+                phases["B"][tag]["dps_operations"] = dps_operations(emulator, size)
             if "C" in args.methods:
                 c_call = PlaybookCall(
                     "method C",
@@ -563,6 +582,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     cell_dir / f"C-{tag}.log",
                 )
                 phases.setdefault("C", {})[tag] = run_playbook_sliced(c_call, hosts, args.slices)
+                phases["C"][tag]["dps_operations"] = dps_operations(emulator, size)
             if "C" in args.methods and not args.no_dps:
                 dps_call = PlaybookCall(
                     "method C DPS phase",
@@ -575,10 +595,12 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                 )
                 dps = run_playbook_sliced(dps_call, hosts, args.slices)
                 dps["devices_per_min"] = round(size * 60 / dps["wall_s"], 1)
+                dps["dps_operations"] = dps_operations(emulator, size)
                 phases.setdefault("C_dps", {})[tag] = dps
             if "H" in args.methods:
                 if tag == "first":
                     cell["hub_seed"] = seed_hub_devices(emulator, hosts)
+                    emulator.reset_operations()  # the seeding is no part of H (it uses the hub API only)
                 h_call = PlaybookCall(
                     "method H (IoT Hub deployments)",
                     pb / "hub_deployment.yml",
@@ -589,6 +611,7 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
                     cell_dir / f"H-{tag}.log",
                 )
                 phases.setdefault("H", {})[tag] = run_phase_h(h_call)
+                phases["H"][tag]["dps_operations"] = dps_operations(emulator, size)
             progress(
                 f"  {key_type} n={size} r{repeat} {tag}: "
                 + ", ".join(

@@ -54,6 +54,11 @@ def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{phase}_{tag}_changed_max"] = max(run["changed"] or 0 for run in runs)
                 if phase == "C_dps":
                     row[f"{phase}_{tag}_devices_per_min"] = median([run["devices_per_min"] for run in runs])
+                per_device = [
+                    operations_per_device(run["dps_operations"], size) for run in runs if "dps_operations" in run
+                ]
+                if per_device:
+                    row[f"{phase}_{tag}_dps_ops_per_device"] = median(per_device)
         for name in group[0]["ratios"]:
             row[f"ratio {name}"] = median([cell["ratios"][name] for cell in group])
         summary.append(row)
@@ -154,6 +159,7 @@ def report(results: dict[str, Any]) -> str:
             f"{cell['load_before'][0]} → {cell['load_after'][0]} |"
         )
     out.extend(cpu_report(results["cells"]))
+    out.extend(dps_operations_report(results["summary"], results["cells"]))
     out.extend(hub_report(results["cells"]))
     out.extend(slices_report(results["cells"]))
     rows = scaling(results["cells"])
@@ -200,6 +206,81 @@ def cpu_report(cells: list[dict[str, Any]]) -> list[str]:
         "| key | N | rep | C first | C re | C DPS first | C DPS re |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
+    ]
+
+
+def operations_per_device(counted: dict[str, Any], size: int) -> float:
+    """DPS operations billed in a phase (its `dps_operations`, the emulator's count: polls are not operations) per
+    device of the fleet."""
+    return round(counted["total"] / size, 3)
+
+
+def operation_kinds(counted: dict[str, Any]) -> str:
+    """The billed kinds of a phase's count, largest first ("register 150 + lookup 150"); polls apart, not billed."""
+    billed = sorted(
+        ((count, kind) for kind, count in counted["by_kind"].items() if kind != "poll"),
+        key=lambda item: (-item[0], item[1]),
+    )
+    text = " + ".join(f"{kind} {count}" for count, kind in billed) or "none"
+    polls = counted["by_kind"].get("poll")
+    return f"{text} (poll {polls})" if polls else text
+
+
+def dps_operations_report(summary: list[dict[str, Any]], cells: list[dict[str, Any]]) -> list[str]:
+    """DPS operations per device of every phase that made any (the emulator's count, as DPS bills them): the medians,
+    then every run with its kinds, throttled requests (429 of the quota) and the busiest minute."""
+    phases = [
+        phase
+        for phase in PHASES
+        if any(
+            run.get("dps_operations", {}).get("total") or run.get("dps_operations", {}).get("throttled")
+            for cell in cells
+            for run in cell["phases"].get(phase, {}).values()
+        )
+    ]
+    if not phases:
+        return []
+    medians = []
+    for row in summary:
+        values = [
+            (row.get(f"{phase}_first_dps_ops_per_device"), row.get(f"{phase}_rerun_dps_ops_per_device"))
+            for phase in phases
+        ]
+        medians.append(
+            f"| {row['key_type']} | {row['size']} | "
+            + " | ".join(f"{fmt(first, 3)} | {fmt(rerun, 3)}" for first, rerun in values)
+            + " |"
+        )
+    runs = []
+    for cell in cells:
+        for phase in phases:
+            for tag in ("first", "rerun"):
+                run = cell["phases"].get(phase, {}).get(tag)
+                if not run or "dps_operations" not in run:
+                    continue
+                counted = run["dps_operations"]
+                busiest = max((minute["operations"] for minute in counted["per_minute"]), default=0)
+                runs.append(
+                    f"| {cell['key_type']} | {cell['size']} | {cell['repeat']} | {phase} | {tag} | "
+                    f"{counted['total']} | {fmt(operations_per_device(counted, cell['size']), 3)} | "
+                    f"{operation_kinds(counted)} | {counted['throttled']} | {busiest} |"
+                )
+    header = " | ".join(f"{phase} first | {phase} re" for phase in phases)
+    return [
+        "",
+        "DPS operations per device (the emulator's count, as DPS bills them: every device and service API call, each "
+        "query page; polling is not an operation), median over the repeats; only phases that made any.",
+        "",
+        f"| key | N | {header} |",
+        "|---|---:|" + "---:|" * (2 * len(phases)),
+        *medians,
+        "",
+        "Every run: operations billed, per device, by kind (polls in brackets, not billed), requests throttled by the "
+        "quota (429), and the busiest calendar minute's operations.",
+        "",
+        "| key | N | rep | phase | run | operations | per device | kinds | throttled | busiest minute |",
+        "|---|---:|---:|---|---|---:|---:|---|---:|---:|",
+        *runs,
     ]
 
 

@@ -79,6 +79,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=fleet.SSH_BASE_PORT,
         help=f"--target ssh: device N listens on 127.0.0.1:PORT+N (default {fleet.SSH_BASE_PORT})",
     )
+    parser.add_argument(
+        "--dps-operations-per-minute",
+        type=int,
+        default=0,
+        help="the DPS emulator's operations quota (DPS: 1000 a minute per instance; default 0 = none): a run at the "
+        "quota shows its bound and the client's 429 handling; every phase records its DPS operations either way",
+    )
     parser.add_argument("--profile", action="store_true", help="enable ansible.posix.profile_tasks for B and C")
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "bench", help="scratch directory")
@@ -101,6 +108,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--methods H runs on the controller only (its devices are the emulator's): use --target local")
     if args.repeats < 1 or args.forks < 1 or not args.sizes or min(args.sizes) < 1:
         parser.error("--repeats, --forks and every size must be at least 1")
+    if args.dps_operations_per_minute < 0:
+        parser.error("--dps-operations-per-minute must be 0 (no quota) or more")
     if args.slices < 1 or args.slices > min(args.sizes):
         parser.error("--slices must be at least 1 and at most the smallest fleet size")
     return args
@@ -144,7 +153,12 @@ def main(argv: list[str]) -> int:
                 "podman": "repo ansible.cfg; containers.podman.podman connection (no pipelining in that plugin)",
                 "ssh": "repo ansible.cfg; ssh as pi with sudo, pipelining on, ControlPersist 60s",
             }[args.target],
-            "dps_emulator": {"retry_after_s": 3, "assignment_delay_s": 1.0},
+            # the quota only when set: a run without one has the settings of the runs before the quota existed
+            "dps_emulator": {
+                "retry_after_s": 3,
+                "assignment_delay_s": 1.0,
+                **({"operations_per_minute": args.dps_operations_per_minute} if args.dps_operations_per_minute else {}),
+            },
             **(
                 {
                     "iot_hub": "method H: inventory/demo's 2 cohorts and 3 deployments on the emulator's hub "
