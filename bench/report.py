@@ -90,6 +90,9 @@ def report(results: dict[str, Any]) -> str:
     )
     if settings.get("target") in ("podman", "ssh"):
         out.append(f"Hosts: one container per device ({settings['image']}), {settings['ansible_cfg']}.  ")
+    quota = settings.get("dps_emulator", {}).get("operations_per_minute")
+    if quota:
+        out.append(f"DPS emulator quota: {quota} operations per calendar minute (429 + Retry-After beyond it).  ")
     out.append(f"Load average (1/5/15 min) at start {results['load_start']}, at end {results.get('load_end')}.")
     if not results.get("complete", True):
         out.append("")

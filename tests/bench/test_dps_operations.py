@@ -96,7 +96,11 @@ def test_summary_takes_the_median_per_device_and_the_report_shows_only_phases_th
 
 def test_a_throttled_run_shows_its_busiest_minute_and_old_results_have_no_operations_table():
     quota = counted({"lookup": 1000, "register": 1000, "poll": 3000}, throttled=57, minutes=(1000, 1000))
-    text = report.report(results([cell(1, quota, counted({"lookup": 1000}), size=1000)]))
+    quota_run = results([cell(1, quota, counted({"lookup": 1000}), size=1000)])
+    assert "DPS emulator quota" not in report.report(quota_run)
+    quota_run["settings"]["dps_emulator"] = {"retry_after_s": 3, "operations_per_minute": 1000}
+    text = report.report(quota_run)
+    assert "DPS emulator quota: 1000 operations per calendar minute" in text
     assert (
         "| ec-p256 | 1000 | 1 | C_dps | first | 2000 | 2.000 | lookup 1000 + register 1000 (poll 3000) | 57 | 1000 |"
         in text
