@@ -108,6 +108,76 @@ def is_already_assigned(state: dict | None, attestation: str, leaf_thumbprints: 
     return isinstance(state.get("symmetricKey"), dict)
 
 
+# --- what the controller learned in bulk, and the device's provisioning marker -------------------------------------
+
+# The provisioning marker's format version (the file dps_register writes on the device after a registration).
+MARKER_VERSION = 1
+
+
+def marker_content(registration_id: str, attestation: str, leaf_sha256: str | None, state: dict) -> dict[str, t.Any]:
+    """The provisioning marker for a device DPS shows assigned: what it registered with and where DPS put it.
+
+    No secret and no timestamp (a re-run that changes nothing writes nothing)."""
+    return {
+        "version": MARKER_VERSION,
+        "registration_id": registration_id,
+        "attestation": attestation,
+        "sha256_thumbprint": leaf_sha256,
+        "assigned_hub": state.get("assignedHub"),
+        "device_id": state.get("deviceId"),
+    }
+
+
+def parse_marker(text: str | None, registration_id: str) -> dict | None:
+    """The marker in `text`, or None when there is none, it does not parse, or it is another device's."""
+    if not text:
+        return None
+    try:
+        marker = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(marker, dict) or marker.get("version") != MARKER_VERSION:
+        return None
+    if str(marker.get("registration_id") or "").lower() != registration_id.lower():
+        return None
+    return marker
+
+
+def registration_reasons(
+    known: dict,
+    marker: dict | None,
+    attestation: str,
+    leaf_sha256: str | None,
+) -> list[str]:
+    """Why the device must register, from what DPS knows of it (`known`: the registration_state option, learned in
+    bulk by the controller) and its provisioning marker. [] when neither shows a reason; without a marker the
+    caller still has to look the registration up (nothing else tells which certificate DPS assigned it with)."""
+    status = known.get("status")
+    if not status:
+        return ["DPS has no registration record for it"]
+    if status != "assigned":
+        return [f"DPS shows its registration {status}"]
+    hub = known.get("assigned_hub") or ""
+    allowed = [name.lower() for name in known.get("enrollment_iot_hubs") or []]
+    reasons = []
+    if allowed and hub.lower() not in allowed:
+        reasons.append(f"DPS assigned it to {hub or 'no hub'}, which its enrollment no longer lists")
+    if marker is None:
+        return reasons
+    if marker.get("attestation") != attestation:
+        reasons.append(f"it registered with {marker.get('attestation')} attestation and now uses {attestation}")
+    elif attestation == "x509" and (marker.get("sha256_thumbprint") or "") != (leaf_sha256 or ""):
+        reasons.append("its certificate changed since it registered (renewed or replaced)")
+    if (marker.get("assigned_hub") or "").lower() != hub.lower() or (marker.get("device_id") or "") != (
+        known.get("device_id") or ""
+    ):
+        reasons.append(
+            f"DPS shows it as {known.get('device_id')} on {hub}, not {marker.get('device_id')} on "
+            f"{marker.get('assigned_hub')} where it registered (reassigned)"
+        )
+    return reasons
+
+
 # --- the client ---------------------------------------------------------------------------------------------------
 
 

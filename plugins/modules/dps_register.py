@@ -14,6 +14,11 @@ description:
     DPS assigned.
   - Looks the registration up first; when DPS already shows the device assigned with the same attestation (the same
     device certificate, or a symmetric key), nothing is sent and the module reports no change.
+  - With O(registration_state) (what DPS knows of the device, learned by the controller in bulk for the whole
+    fleet - role C(iotfleet.aziot.dps_registration) does it) and O(provisioning_marker), no lookup is sent - a device
+    DPS has no record of registers at once (one DPS operation), and a device DPS shows assigned, on a hub its
+    enrollment lists, where the marker says it registered, with the certificate it holds now, gets no request at
+    all.
   - Otherwise sends a register request and polls the operation until DPS reports C(assigned), C(failed) or
     C(disabled), retrying HTTP 429, 5xx and connection errors with bounded backoff within O(timeout).
   - Needs only Python's standard library on the target, so it runs on the device itself (the device key never
@@ -26,7 +31,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Check mode does the status lookup (a read) and reports whether a registration would be sent.
+    details: >-
+      Check mode does the status lookup (a read; none with O(registration_state) and a marker that answer without
+      it) and reports whether a registration would be sent, and why (RV(registration_reasons)). It writes no marker.
   diff_mode:
     support: none
   platform:
@@ -85,10 +92,55 @@ options:
     description: Register again even when DPS already shows the device assigned with the same attestation.
     type: bool
     default: false
+  registration_state:
+    description:
+      - What DPS knows of this device's registration, as the controller learned it in bulk (the DPS service API's
+        registration-state query per enrollment group; filter C(iotfleet.aziot.registration_state) makes this dict
+        from the result of M(iotfleet.aziot.dps_registration_state_info)). Saves the status lookup, one DPS operation
+        per device and run.
+      - V({}) (no O(registration_state.status)) - DPS has no registration record for the device (never registered,
+        or deleted) - registers at once, without a lookup.
+      - A record that is not C(assigned), or assigned to a hub its enrollment no longer lists
+        (O(registration_state.enrollment_iot_hubs)), registers at once too.
+      - An C(assigned) record is compared with the O(provisioning_marker) - a certificate other than the marker's
+        (renewed, replaced), another attestation, or another hub or device id than the marker's (reassigned)
+        registers at once; an equal one sends nothing. Without a usable marker (none yet, unreadable, another
+        registration id's) the module looks the registration up as without this option, and writes the marker.
+      - Omit it (the default) when the controller does not know; the module then looks the registration up first.
+        The service API does not tell the certificate a device registered with, hence the marker.
+    type: dict
+    suboptions:
+      status:
+        description: The record's C(status) (V(assigned), V(assigning), V(failed), V(disabled) ...); unset when DPS
+          has no record of the device.
+        type: str
+      assigned_hub:
+        description: The record's C(assignedHub).
+        type: str
+      device_id:
+        description: The record's C(deviceId).
+        type: str
+      enrollment_iot_hubs:
+        description: The IoT hubs of the device's enrollment (C(iotHubs)); empty - any linked hub.
+        type: list
+        elements: str
+  provisioning_marker:
+    description:
+      - Path, on the host that runs the module, of the device's provisioning marker - a small JSON file (mode
+        C(0644), no secret) that says what the device last registered with (registration id, attestation, SHA-256
+        thumbprint of its certificate) and where DPS assigned it (hub, device id).
+      - Written atomically after each registration, and after a lookup that shows the device assigned with its own
+        certificate; not written in check mode, nor when its directory does not exist.
+      - Read with O(registration_state) to tell, without asking DPS, whether the device's certificate changed since
+        it registered.
+    type: path
 notes:
   - The enrollment (individual or group) must exist in DPS; this module does not manage enrollments (see
     M(iotfleet.aziot.dps_enrollment)).
   - O(timeout) covers the status lookup, the registration, retries and polling together.
+  - DPS bills the status lookup and the registration as one operation each (polling is free), within a quota of
+    1,000 operations per minute per DPS instance; O(registration_state) brings an unchanged fleet's re-run to no
+    operation per device.
 seealso:
   - module: iotfleet.aziot.dps_enrollment
   - name: DPS device REST API
@@ -141,6 +193,12 @@ device_id:
   returned: when assigned
   type: str
   sample: pi-0042
+registration_reasons:
+  description: Why the device registered (or, in check mode, would register); empty when nothing was sent.
+  returned: always
+  type: list
+  elements: str
+  sample: ["its certificate changed since it registered (renewed or replaced)"]
 operation_id:
   description: The DPS operation id of the registration this run sent.
   returned: when a registration was sent
@@ -148,7 +206,7 @@ operation_id:
   sample: 5.316aac5bdc130deb.b1e02da8-c3a0-4ff2-a121-7ea7a6b7f550
 registration_state:
   description: The DPS registration state (DeviceRegistrationResult) as returned by DPS.
-  returned: when DPS returned one
+  returned: when DPS returned one (not when O(registration_state) and the marker made the request needless)
   type: dict
   sample: {"registrationId": "pi-0042", "status": "assigned", "assignedHub": "contoso-hub.azure-devices.net"}
 requests:
@@ -180,6 +238,8 @@ tracking_id:
   sample: 5b7c2f4a-0c5e-4a8e-9c1e-7f0a1a2b3c4d
 """
 
+import json
+import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -198,8 +258,12 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     explain_error,
     fail_with_counts,
     is_already_assigned,
+    marker_content,
+    parse_marker,
+    registration_reasons,
     split_provisioning_host,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._files import file_args_for, read_file, write_file_atomic
 from ansible_collections.iotfleet.aziot.plugins.module_utils._http import urls_transport
 from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import (
     registration_id_argument_spec,
@@ -228,6 +292,16 @@ def argument_spec() -> dict:
         "sas_ttl": {"type": "int", "default": 3600},
         "payload": {"type": "dict"},
         "force": {"type": "bool", "default": False},
+        "registration_state": {
+            "type": "dict",
+            "options": {
+                "status": {"type": "str"},
+                "assigned_hub": {"type": "str"},
+                "device_id": {"type": "str"},
+                "enrollment_iot_hubs": {"type": "list", "elements": "str"},
+            },
+        },
+        "provisioning_marker": {"type": "path"},
     }
 
 
@@ -332,14 +406,53 @@ def device_key(module: AnsibleModule) -> str:
     return params["symmetric_key"]
 
 
+def read_marker(module: AnsibleModule) -> dict | None:
+    """The device's provisioning marker, or None (no marker option, no file, unreadable, another device's)."""
+    path = module.params["provisioning_marker"]
+    if not path:
+        return None
+    try:
+        content = read_file(path)
+    except OSError:
+        return None
+    return parse_marker(content.decode("utf-8", "replace") if content else None, module.params["registration_id"])
+
+
+def write_marker(module: AnsibleModule, leaf_sha256: str | None, state: dict) -> None:
+    """Record what the device registered with and where DPS assigned it; nothing in check mode, when nothing
+    differs, or when the marker's directory does not exist (the marker only saves DPS operations)."""
+    path = module.params["provisioning_marker"]
+    if not path or module.check_mode or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return
+    marker = marker_content(module.params["registration_id"], module.params["attestation"], leaf_sha256, state)
+    content = (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    try:
+        if read_file(path) == content:
+            return
+    except OSError:
+        pass
+    write_file_atomic(module, path, content, file_args_for(module, path, None, None, "0644"))
+
+
+def lookup_reasons(state: dict | None) -> list[str]:
+    """Why a device whose status lookup answered `state` registers."""
+    if not state:
+        return ["DPS has no registration record for it"]
+    if state.get("status") != "assigned":
+        return [f"DPS shows its registration {state.get('status') or 'unassigned'}"]
+    return ["DPS assigned it with another certificate or attestation"]
+
+
 def register(module: AnsibleModule) -> dict:
-    """Look the registration up, register unless DPS already has it (nothing in check mode); return the result."""
+    """Decide from what the controller knows and the marker, else look the registration up; register unless DPS
+    already has it (nothing in check mode); return the result."""
     check_options(module)
     params = module.params
     registration_id = params["registration_id"]
     attestation = params["attestation"]
     x509 = attestation == "x509"
     leaf_thumbprints, chain_length = x509_material(module) if x509 else (None, None)
+    leaf_sha256 = leaf_thumbprints["sha256"] if leaf_thumbprints else None
     client = DpsClient(
         id_scope=params["id_scope"].strip(),
         registration_id=registration_id,
@@ -358,12 +471,28 @@ def register(module: AnsibleModule) -> dict:
         request_timeout=params["request_timeout"],
         log=module.log,
     )
+    known = params["registration_state"]
+    marker = read_marker(module)
+    reasons: list[str] = []
+    if known is not None and not params["force"]:
+        reasons = registration_reasons(known, marker, attestation, leaf_sha256)
+        if not reasons and marker is not None:
+            # DPS shows it assigned where the marker says it registered, with the certificate it holds: no request.
+            result = {"status": "assigned", "assigned_hub": known["assigned_hub"], "device_id": known["device_id"]}
+            return dict(result, changed=False, registration_reasons=[], requests=0, retried_requests=0)
     try:
-        state = client.status_lookup()
-        if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
-            return dict(summary(state), changed=False, requests=client.attempts, retried_requests=client.retries)
+        if not reasons:
+            state = client.status_lookup()
+            if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
+                write_marker(module, leaf_sha256, state)
+                counts = dict(requests=client.attempts, retried_requests=client.retries)
+                return dict(summary(state), changed=False, registration_reasons=[], **counts)
+            reasons = ["force=true"] if params["force"] else lookup_reasons(state)
+        else:
+            state = None
         if module.check_mode:
-            return dict(summary(state), changed=True, requests=client.attempts, retried_requests=client.retries)
+            counts = dict(requests=client.attempts, retried_requests=client.retries)
+            return dict(summary(state), changed=True, registration_reasons=reasons, **counts)
         operation = client.register(params["payload"])
     except DpsError as error:
         fail_with_counts(module, client, explain_error(error, registration_id, attestation, chain_length), error)
@@ -390,7 +519,10 @@ def register(module: AnsibleModule) -> dict:
             f"{registration_state.get('errorMessage') or 'no error message'}",
             **result,
         )
-    return dict(result, changed=True, requests=client.attempts, retried_requests=client.retries)
+    write_marker(module, leaf_sha256, registration_state)
+    return dict(
+        result, changed=True, registration_reasons=reasons, requests=client.attempts, retried_requests=client.retries
+    )
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ emulator (`dps_module`: the real transport over mutual TLS or SAS, a fake clock)
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -290,3 +291,126 @@ def test_timeout_message(harness):
     assert result.failed
     assert "DPS did not finish within timeout=3s" in result.result["msg"]
     assert "HTTP 503" in result.result["msg"]
+
+
+# --- registration_state (what the controller learned in bulk) and the provisioning marker ------------------------
+
+
+def assigned_state(**extra) -> dict:
+    return dict(status="assigned", assigned_hub=EMULATED_HUB, device_id=None, enrollment_iot_hubs=[], **extra)
+
+
+def test_a_device_dps_has_no_record_of_registers_without_a_lookup_and_keeps_a_marker(harness, emulator_pki, tmp_path):
+    files = device(emulator_pki, "pi-state-new")
+    marker = tmp_path / "dps-registration.json"
+    args = x509_args(harness, files, "pi-state-new", registration_state={}, provisioning_marker=str(marker))
+    result = register(harness, args)
+    assert not result.failed, result.result
+    assert result.result["changed"] is True
+    assert result.result["registration_reasons"] == ["DPS has no registration record for it"]
+    assert [call["method"] for call in harness.calls] == ["PUT", "GET"]  # register, poll: no lookup
+    written = json.loads(marker.read_text())
+    assert written == {
+        "version": 1,
+        "registration_id": "pi-state-new",
+        "attestation": "x509",
+        "sha256_thumbprint": hub_device(harness, "pi-state-new")["sha256Thumbprint"],  # what it registered with
+        "assigned_hub": EMULATED_HUB,
+        "device_id": "pi-state-new",
+    }
+    assert oct(marker.stat().st_mode & 0o777) == "0o644"
+
+    # Re-run: DPS shows it assigned where the marker says, with the certificate it holds - no request at all.
+    harness.calls.clear()
+    state = assigned_state() | {"device_id": "pi-state-new"}
+    again = register(harness, dict(args, registration_state=state))
+    assert again.result["changed"] is False and again.result["requests"] == 0
+    assert (again.result["status"], again.result["assigned_hub"]) == ("assigned", EMULATED_HUB)
+    assert harness.calls == []
+    assert hub_device(harness, "pi-state-new")["registrationCount"] == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "marker_change", "reason"),
+    [
+        ({"status": "failed"}, {}, "DPS shows its registration failed"),
+        ({"enrollment_iot_hubs": ["other-hub.azure-devices.net"]}, {}, "which its enrollment no longer lists"),
+        ({}, {"sha256_thumbprint": "00" * 32}, "its certificate changed since it registered (renewed or replaced)"),
+        ({}, {"assigned_hub": "old-hub.azure-devices.net"}, "(reassigned)"),
+        ({}, {"attestation": "symmetric_key"}, "it registered with symmetric_key attestation and now uses x509"),
+    ],
+    ids=["not-assigned", "hub-not-listed", "certificate-changed", "reassigned", "attestation-changed"],
+)
+def test_what_dps_or_the_marker_tells_registers_without_a_lookup(
+    harness, emulator_pki, tmp_path, state, marker_change, reason
+):
+    registration_id = f"pi-state-{len(reason)}"
+    files = device(emulator_pki, registration_id)
+    marker = tmp_path / "dps-registration.json"
+    args = x509_args(harness, files, registration_id, registration_state={}, provisioning_marker=str(marker))
+    assert register(harness, args).result["changed"] is True
+    marker.write_text(json.dumps(dict(json.loads(marker.read_text()), **marker_change)))
+    harness.calls.clear()
+    known = assigned_state() | {"device_id": registration_id} | state
+    result = register(harness, dict(args, registration_state=known))
+    assert result.result["changed"] is True
+    assert any(reason in line for line in result.result["registration_reasons"]), result.result
+    assert [call["method"] for call in harness.calls] == ["PUT", "GET"]
+    assert hub_device(harness, registration_id)["registrationCount"] == 2
+
+
+def test_without_a_marker_the_device_looks_itself_up_once_and_writes_it(harness, emulator_pki, tmp_path):
+    files = device(emulator_pki, "pi-state-upgrade")
+    assert register(harness, x509_args(harness, files, "pi-state-upgrade")).result["changed"] is True  # no marker
+    marker = tmp_path / "dps-registration.json"
+    harness.calls.clear()
+    state = assigned_state() | {"device_id": "pi-state-upgrade"}
+    args = x509_args(harness, files, "pi-state-upgrade", registration_state=state, provisioning_marker=str(marker))
+    result = register(harness, args)
+    assert result.result["changed"] is False
+    assert [call["method"] for call in harness.calls] == ["POST"]  # the lookup says: its own certificate
+    assert json.loads(marker.read_text())["device_id"] == "pi-state-upgrade"
+    harness.calls.clear()
+    assert register(harness, args).result["changed"] is False
+    assert harness.calls == []
+
+
+def test_check_mode_with_registration_state_sends_nothing_and_writes_no_marker(harness, emulator_pki, tmp_path):
+    files = device(emulator_pki, "pi-state-check")
+    marker = tmp_path / "dps-registration.json"
+    args = x509_args(
+        harness,
+        files,
+        "pi-state-check",
+        registration_state={},
+        provisioning_marker=str(marker),
+        _ansible_check_mode=True,
+    )
+    result = register(harness, args)
+    assert result.result["changed"] is True
+    assert result.result["registration_reasons"] == ["DPS has no registration record for it"]
+    assert harness.calls == [] and not marker.exists()
+    assert harness.emulator.registrations().get("pi-state-check") is None
+
+
+def test_a_marker_directory_that_does_not_exist_is_no_error(harness, emulator_pki, tmp_path):
+    files = device(emulator_pki, "pi-state-nodir")
+    marker = tmp_path / "missing" / "dps-registration.json"
+    args = x509_args(harness, files, "pi-state-nodir", registration_state={}, provisioning_marker=str(marker))
+    result = register(harness, args)
+    assert not result.failed and result.result["changed"] is True
+    assert not marker.exists()
+
+
+def test_an_unreadable_or_foreign_marker_counts_as_none(harness, emulator_pki, tmp_path):
+    files = device(emulator_pki, "pi-state-foreign")
+    register(harness, x509_args(harness, files, "pi-state-foreign"))
+    marker = tmp_path / "dps-registration.json"
+    state = assigned_state() | {"device_id": "pi-state-foreign"}
+    args = x509_args(harness, files, "pi-state-foreign", registration_state=state, provisioning_marker=str(marker))
+    for content in ("not json", json.dumps({"version": 1, "registration_id": "someone-else"})):
+        marker.write_text(content)
+        harness.calls.clear()
+        assert register(harness, args).result["changed"] is False
+        assert [call["method"] for call in harness.calls] == ["POST"]  # looked up, as without a marker
+    assert json.loads(marker.read_text())["registration_id"] == "pi-state-foreign"  # rewritten
