@@ -21,9 +21,10 @@ import contextlib
 import os
 import tempfile
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.iotfleet.aziot.plugins.filter.connection_problem import connection_problem
 from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import (
     PHASE_INSPECT,
     PHASE_INSTALL,
@@ -180,9 +181,14 @@ class ActionModule(ActionBase):
             ca_chain = ca_chain[:-1]
 
         device_args = {name: params[name] for name in device_argument_spec()}
-        inspected = self._execute_module(
-            module_name=MODULE, module_args=dict(device_args, _phase=PHASE_INSPECT), task_vars=task_vars
-        )
+        try:
+            inspected = self._execute_module(
+                module_name=MODULE, module_args=dict(device_args, _phase=PHASE_INSPECT), task_vars=task_vars
+            )
+        except AnsibleError as exc:
+            # The task's first round trip to the device: a device Ansible cannot use (SSH, sudo) fails here in one
+            # line with the fix, as playbooks/tasks/check_connection.yml says it - provision.yml needs no ping first.
+            raise AnsibleActionFail(self._connection_problem(exc, task_vars)) from None
         if inspected.get("failed"):
             return self._strip(inspected)
 
@@ -277,6 +283,22 @@ class ActionModule(ActionBase):
                 "after": _describe(after_info),
             }
         return result
+
+    def _connection_problem(self, exc: AnsibleError, task_vars) -> str:
+        """One line naming the device, what is wrong with reaching it and the fix (filter connection_problem)."""
+        host = task_vars.get("inventory_hostname", "?")
+
+        def var(name: str, default):
+            value = task_vars.get(name)
+            return default if value is None else self._templar.template(value)
+
+        return connection_problem(
+            getattr(exc, "message", None) or str(exc),
+            host,
+            var("ansible_user", "pi"),
+            var("ansible_host", host),
+            var("ansible_port", 22),
+        )
 
     def _keep_issued_cert(self, result: dict, path: str, leaf, reissued: bool, registration_id: str) -> None:
         """The controller's copy of the certificate the device now holds: written when it differs (never in check

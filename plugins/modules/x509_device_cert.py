@@ -21,6 +21,10 @@ description:
     expires within O(renew_before) days. The reasons are returned in RV(reissue_reasons).
   - The existing key is kept. What happens when it cannot be kept (unreadable, or of another type than
     O(key_type)) is governed by O(regenerate_key).
+  - A device Ansible cannot use (SSH refused or unanswered, a changed host key, sudo asking for a password ...) fails
+    the task in one line naming the host, the problem and the fix (P(iotfleet.aziot.connection_problem#filter)),
+    as C(playbooks/tasks/check_connection.yml) does, so that a playbook whose first round trip to the device is
+    this task needs no connection check before it.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow

@@ -11,6 +11,9 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -265,3 +268,38 @@ def test_a_failed_rename_leaves_the_old_copy_whole(controller: Controller, tmp_p
     result = controller.run(issued_cert_dir=str(issued), renew_before=400)
     assert result["failed"] and "No space left on device" in result["msg"], result
     assert copy.read_bytes() == before and leftovers(issued) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            AnsibleConnectionFailure(
+                "Failed to connect to the host via ssh: ssh: connect to host 192.0.2.7 port 2222: Connection refused"
+            ),
+            f"{REG_ID}: nothing answers SSH at 192.0.2.7:2222 (connection refused); check that the device is on",
+        ),
+        (AnsibleError("Missing sudo password"), f"{REG_ID}: sudo on the device asks admin for a password;"),
+    ],
+)
+def test_a_device_ansible_cannot_use_fails_in_one_line_with_the_fix(
+    controller: Controller, error: Exception, message: str
+) -> None:
+    """The inspect phase is the task's first round trip to the device: provision.yml sends no ping before it."""
+    task = SimpleNamespace(args=controller.args(), async_val=0, check_mode=False, diff=False, action="x509_device_cert")
+    loader = DataLoader()
+    connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir="/nonexistent/remote-tmp"))
+    plugin = action.ActionModule(task, connection, None, loader, Templar(loader=loader), None)
+    task_vars = {
+        "inventory_hostname": REG_ID,
+        "ansible_user": trust_as_template("{{ 'admin' }}"),  # a template, as an inventory may give it
+        "ansible_host": "192.0.2.7",
+        "ansible_port": 2222,
+    }
+    with (
+        mock.patch.object(plugin, "_execute_module", side_effect=error),
+        mock.patch.object(loader, "path_dwim", lambda path: str(controller.pki.directory / path)),
+    ):
+        result = plugin.run(task_vars=task_vars)
+    assert result["failed"] and result["msg"].startswith(message), result
+    assert "\n" not in result["msg"], result
