@@ -115,9 +115,8 @@ MARKER_VERSION = 1
 
 
 def marker_content(registration_id: str, attestation: str, leaf_sha256: str | None, state: dict) -> dict[str, t.Any]:
-    """The provisioning marker for a device DPS shows assigned: what it registered with and where DPS put it.
-
-    No secret and no timestamp (a re-run that changes nothing writes nothing)."""
+    """The provisioning marker for a device DPS shows assigned: what it registered with, where DPS put it, and DPS's
+    answer (its DeviceRegistrationResult, which holds no secret), so that a run that sends nothing can return it."""
     return {
         "version": MARKER_VERSION,
         "registration_id": registration_id,
@@ -125,6 +124,7 @@ def marker_content(registration_id: str, attestation: str, leaf_sha256: str | No
         "sha256_thumbprint": leaf_sha256,
         "assigned_hub": state.get("assignedHub"),
         "device_id": state.get("deviceId"),
+        "registration_state": state,
     }
 
 

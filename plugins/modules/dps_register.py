@@ -128,7 +128,8 @@ options:
     description:
       - Path, on the host that runs the module, of the device's provisioning marker - a small JSON file (mode
         C(0644), no secret) that says what the device last registered with (registration id, attestation, SHA-256
-        thumbprint of its certificate) and where DPS assigned it (hub, device id).
+        thumbprint of its certificate), where DPS assigned it (hub, device id) and DPS's answer
+        (RV(registration_state)). One file per registration id.
       - Written atomically after each registration, and after a lookup that shows the device assigned with its own
         certificate; not written in check mode, nor when its directory does not exist.
       - Read with O(registration_state) to tell, without asking DPS, whether the device's certificate changed since
@@ -205,8 +206,11 @@ operation_id:
   type: str
   sample: 5.316aac5bdc130deb.b1e02da8-c3a0-4ff2-a121-7ea7a6b7f550
 registration_state:
-  description: The DPS registration state (DeviceRegistrationResult) as returned by DPS.
-  returned: when DPS returned one (not when O(registration_state) and the marker made the request needless)
+  description:
+    - The DPS registration state (DeviceRegistrationResult) as returned by DPS.
+    - When O(registration_state) and the marker made every request needless, DPS's answer when the device registered
+      (or last looked itself up), as the marker keeps it.
+  returned: when DPS returned one
   type: dict
   sample: {"registrationId": "pi-0042", "status": "assigned", "assignedHub": "contoso-hub.azure-devices.net"}
 requests:
@@ -478,7 +482,9 @@ def register(module: AnsibleModule) -> dict:
         reasons = registration_reasons(known, marker, attestation, leaf_sha256)
         if not reasons and marker is not None:
             # DPS shows it assigned where the marker says it registered, with the certificate it holds: no request.
-            result = {"status": "assigned", "assigned_hub": known["assigned_hub"], "device_id": known["device_id"]}
+            answered = marker.get("registration_state")
+            result = summary(answered if isinstance(answered, dict) else {})
+            result.update(status="assigned", assigned_hub=known["assigned_hub"], device_id=known["device_id"])
             return dict(result, changed=False, registration_reasons=[], requests=0, retried_requests=0)
     try:
         if not reasons:

@@ -317,6 +317,7 @@ def test_a_device_dps_has_no_record_of_registers_without_a_lookup_and_keeps_a_ma
         "sha256_thumbprint": hub_device(harness, "pi-state-new")["sha256Thumbprint"],  # what it registered with
         "assigned_hub": EMULATED_HUB,
         "device_id": "pi-state-new",
+        "registration_state": result.result["registration_state"],  # DPS's answer
     }
     assert oct(marker.stat().st_mode & 0o777) == "0o644"
 
@@ -326,6 +327,7 @@ def test_a_device_dps_has_no_record_of_registers_without_a_lookup_and_keeps_a_ma
     again = register(harness, dict(args, registration_state=state))
     assert again.result["changed"] is False and again.result["requests"] == 0
     assert (again.result["status"], again.result["assigned_hub"]) == ("assigned", EMULATED_HUB)
+    assert again.result["registration_state"] == result.result["registration_state"]  # as the marker keeps it
     assert harness.calls == []
     assert hub_device(harness, "pi-state-new")["registrationCount"] == 1
 
