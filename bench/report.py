@@ -239,6 +239,7 @@ def dps_operations_report(summary: list[dict[str, Any]], cells: list[dict[str, A
             run.get("dps_operations", {}).get("total") or run.get("dps_operations", {}).get("throttled")
             for cell in cells
             for run in cell["phases"].get(phase, {}).values()
+            if isinstance(run, dict)  # the DPS phase also keeps registered_devices (an int) beside its runs
         )
     ]
     if not phases:

@@ -141,3 +141,13 @@ def test_every_phase_of_a_cell_records_the_emulators_count(tmp_path: Path) -> No
     assert "register" not in rerun["by_kind"]
     assert first["throttled"] == rerun["throttled"] == 0
     assert "DPS operations per device" in report.report(results_file)
+
+
+def test_a_dps_phase_with_its_registered_devices_count_reports():
+    """bench/fleet.py keeps `registered_devices` (an int) beside the DPS phase's runs: the report skips it (a results
+    file with a DPS phase crashed `bench/run.py report` before)."""
+    with_count = cell(1, counted({"register": 150, "poll": 300}), counted({}))
+    with_count["phases"]["C_dps"]["registered_devices"] = 150
+    assert "| ec-p256 | 150 | 1 | C_dps | first | 150 | 1.000 | register 150 (poll 300) | 0 | 0 |" in report.report(
+        results([with_count])
+    )
