@@ -144,10 +144,14 @@ def test_every_phase_of_a_cell_records_the_emulators_count(tmp_path: Path) -> No
 
 
 def test_a_dps_phase_with_its_registered_devices_count_reports():
-    """bench/fleet.py keeps `registered_devices` (an int) beside the DPS phase's runs: the report skips it (a results
-    file with a DPS phase crashed `bench/run.py report` before)."""
-    with_count = cell(1, counted({"register": 150, "poll": 300}), counted({}))
-    with_count["phases"]["C_dps"]["registered_devices"] = 150
+    """bench/fleet.py keeps `registered_devices` (an int) beside the DPS phase's runs: the report skips it. Before,
+    `bench/run.py report` crashed on a results file with a DPS phase whose runs made no operation to stop at (every
+    file from before the count, such as 2026-11-23-quiet2-ec-p256-150.json)."""
+    old = cell(1, counted({}), counted({}))
+    old["phases"]["C_dps"] = {"registered_devices": 150, **old["phases"]["C_dps"]}
+    assert "DPS operations per device" not in report.report(results([old]))
+    counted_cell = cell(1, counted({"register": 150, "poll": 300}), counted({}))
+    counted_cell["phases"]["C_dps"] = {"registered_devices": 150, **counted_cell["phases"]["C_dps"]}
     assert "| ec-p256 | 150 | 1 | C_dps | first | 150 | 1.000 | register 150 (poll 300) | 0 | 0 |" in report.report(
-        results([with_count])
+        results([counted_cell])
     )
