@@ -2,8 +2,8 @@
 (tests/support/fleet.py) and the emulator's IoT Hub service API:
 
 - revoke.yml disables the device in its hub, with the collection's reason, besides DPS; reinstate.yml enables it
-  again (reason cleared) and it registers; each re-run changes nothing; a device the hub does not have (never
-  registered) is skipped, not an error.
+  again (reason cleared) and it registers, as replace.yml -e replace_enable=true does for new hardware; each re-run
+  changes nothing; a device the hub does not have (never registered) is skipped, not an error.
 - fleet_status.yml shows each device's hub status and the configurations applied to it (one hub read), in the JSON,
   text and HTML reports.
 """
@@ -104,13 +104,31 @@ def test_revoke_disables_the_device_in_its_hub_and_reinstate_enables_it(fleet: S
     assert hub_status(fleet, host) == ("enabled", "")
 
 
+def test_a_revoked_device_replaced_with_replace_enable_is_enabled_in_its_hub(fleet: SimulatedFleet) -> None:
+    """Stolen, revoked, replaced by new hardware with replace_enable=true: the new hardware registers, and the hub
+    device revoke.yml disabled is enabled again (a registration keeps the hub's status, so without this step the new
+    device would be assigned by DPS and refused by the hub)."""
+    host = "hr-plant-2"
+    revoked = fleet.playbook("revoke.yml", "-l", host)
+    assert revoked.returncode == 0, revoked.output()
+    assert hub_status(fleet, host) == ("disabled", REASON)
+
+    fleet.new_hardware(host)
+    replaced = fleet.playbook("replace.yml", "-l", host, extra_vars={"replace_enable": True})
+    assert replaced.returncode == 0, replaced.output()
+    assert hub_status(fleet, host) == ("enabled", "")
+    assert fleet.hub_devices()[host]["status"] == "enabled"
+    again = fleet.playbook("replace.yml", "-l", host, extra_vars={"replace_enable": True})
+    assert again.returncode == 0 and changes(again) == 0, (again.recap, again.output())
+
+
 def test_revoke_skips_a_device_the_hub_does_not_have(fleet: SimulatedFleet) -> None:
     """hr-spare-1 has a certificate but never registered: DPS blocks it, the hub has nothing to disable."""
     host = "hr-spare-1"
     revoked = fleet.playbook("revoke.yml", "-l", host)
     assert revoked.returncode == 0, revoked.output()
     assert host not in fleet.hub_devices()
-    task = revoked.stdout.split("TASK [Disable the devices in their IoT hub]", 1)[1].split("TASK [", 1)[0]
+    task = revoked.stdout.split("Set the devices' status in their IoT hub]", 1)[1].split("TASK [", 1)[0]
     assert f"ok: [{host} -> localhost]" in task, task  # it ran, and skipped the device (missing=skip)
     reinstated = fleet.playbook("reinstate.yml", "-l", host)
     assert reinstated.returncode == 0, reinstated.output()
@@ -121,10 +139,12 @@ def test_without_a_hub_connection_revoke_leaves_the_hub_alone(fleet: SimulatedFl
     host = "hr-plant-2"
     saved = dict(fleet.all_vars)
     fleet.all_vars["iothub_deployment_connection_string"] = ""
+    before = hub_status(fleet, host)
+    assert before[0] == "enabled"
     try:
         revoked = fleet.playbook("revoke.yml", "-l", host)
         assert revoked.returncode == 0, revoked.output()
-        assert hub_status(fleet, host) == ("enabled", None)  # DPS only
+        assert hub_status(fleet, host) == before  # DPS only
         reinstated = fleet.playbook("reinstate.yml", "-l", host)
         assert reinstated.returncode == 0, reinstated.output()
     finally:
