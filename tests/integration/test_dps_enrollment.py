@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pki import Pki
-from tests.support.playbook import run_playbook
+from tests.support.playbook import assert_four, four_runs, run_playbook
 
 ID_SCOPE = "0ne00SVCTEST"
 HUB_A = "hub-a.azure-devices.net"
@@ -71,23 +71,6 @@ def run_play(tmp_path: Path, emulator, tasks: list[dict]) -> dict:
     run = run_playbook(tmp_path, tasks, play={"module_defaults": {"group/iotfleet.aziot.dps_service": defaults}})
     assert run.returncode == 0, run.output()
     return run.results
-
-
-def four_runs(module: str, args: dict, name: str) -> list[dict]:
-    """check mode, real, check mode again, real again; registered as {name}_check1, _real1, _check2, _real2."""
-    return [
-        {module: args, "check_mode": True, "diff": True, "register": f"{name}_check1"},
-        {module: args, "diff": True, "register": f"{name}_real1"},
-        {module: args, "check_mode": True, "register": f"{name}_check2"},
-        {module: args, "register": f"{name}_real2"},
-    ]
-
-
-def assert_four(results: dict, name: str) -> None:
-    assert results[f"{name}_check1"]["changed"] is True
-    assert results[f"{name}_real1"]["changed"] is True
-    assert results[f"{name}_check2"]["changed"] is False
-    assert results[f"{name}_real2"]["changed"] is False
 
 
 def info_task(register: str, **args) -> dict:
