@@ -74,9 +74,11 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def report(results: dict[str, Any]) -> str:
-    """Markdown tables of the medians and the per-run ratios."""
-    out = []
+    """Markdown tables of the medians and the per-run ratios (bench/provision.py's results: provision_report)."""
     settings = results["settings"]
+    if settings.get("playbook") == "playbooks/provision.yml":
+        return provision_report(results)
+    out = []
     out.append(f"Command: `{results['command']}`  ")
     out.append(
         f"Started {results['started']}, finished {results.get('finished', '?')}; forks {settings['forks']}, "
@@ -286,6 +288,51 @@ def dps_operations_report(summary: list[dict[str, Any]], cells: list[dict[str, A
         "|---|---:|---:|---|---|---:|---:|---|---:|---:|",
         *runs,
     ]
+
+
+def provision_report(results: dict[str, Any]) -> str:
+    """bench/provision.py's results (the whole provision.yml, first run and re-run per cell): controller CPU and tasks
+    ok per device, DPS operations per device and throttled requests (the emulator's count; "-" in files from before
+    it), wall time and, under a quota, the least wall time the quota allows for those operations."""
+    settings = results["settings"]
+    quota = settings.get("dps_emulator", {}).get("operations_per_minute")
+    out = [
+        f"Command: `{results['command']}`  ",
+        f"Started {results['started']}, finished {results.get('finished', '?')}; {settings['playbook']}, target "
+        f"{settings['target']}, forks {settings['forks']}; load average at start {results['load_start']}.  ",
+    ]
+    if quota:
+        out.append(f"DPS emulator quota: {quota} operations per calendar minute (429 + Retry-After beyond it).  ")
+    out += [
+        "",
+        "Per cell and run: controller CPU s and tasks ok per device, DPS operations per device (as DPS bills them, "
+        "polls apart), requests throttled (429), the busiest calendar minute's operations, wall s and the least wall "
+        "the quota allows for those operations (operations / quota minutes).",
+        "",
+        "| N | rep | run | CPU s / device | tasks ok / device | changed | DPS ops / device | kinds | throttled "
+        "| busiest minute | wall s | quota min wall s |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for cell in results["cells"]:
+        for tag in ("first", "rerun"):
+            run = cell.get(tag)
+            if not run:
+                continue
+            counted = run.get("dps_operations")
+            if counted:
+                busiest = max((minute["operations"] for minute in counted["per_minute"]), default=0)
+                dps = (
+                    f"{fmt(operations_per_device(counted, cell['size']), 3)} | {operation_kinds(counted)} | "
+                    f"{counted['throttled']} | {busiest}"
+                )
+            else:
+                dps = "- | - | - | -"
+            out.append(
+                f"| {cell['size']} | {cell['repeat']} | {tag} | {fmt(run['cpu_s_per_device'], 3)} | "
+                f"{fmt(run['tasks_ok_per_device'], 2)} | {run['changed']} | {dps} | {fmt(run['wall_s'])} | "
+                f"{fmt(run.get('quota_min_wall_s'))} |"
+            )
+    return "\n".join(out) + "\n"
 
 
 HUB_REQUESTS = ("configurations", "list", "prune", "devices")
