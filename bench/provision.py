@@ -12,6 +12,12 @@ defaults, the device packages checked as a user's run does).
     .venv/bin/python bench/provision.py --size 150 --out bench/results/<date>-provision-local-ec-p256-150.json
     .venv/bin/python bench/provision.py --target ssh --size 10 --out bench/results/<date>-provision-ssh-ec-p256-10.json
 
+Each run records the DPS operations the emulator billed during it (`dps_operations`, bench/fleet.py's as for
+bench/run.py's phases: total, per device, by kind, throttled, per calendar minute). `--dps-operations-per-minute N`
+makes the emulator enforce DPS's operations quota (429 + Retry-After to the next minute); each run then also records
+`quota_min_wall_s`, the least wall time the quota allows for the operations it made (about operations / N minutes;
+in calendar minutes, quota_min_wall()): a wall time near it is the quota's bound, one far above it the controller's.
+
 Exit code 1 when a run fails or the re-run reports a change (it must be 0). CPU seconds (user + sys of the
 ansible-playbook process tree, bench/measure.py) are the figure to compare on a shared machine, not wall time.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -30,8 +37,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from bench import fleet as bench_fleet
-from bench.fleet import REPO_ROOT, host_names, podman_gateway, ssh_control_dir, start_containers
+from bench.fleet import REPO_ROOT, dps_operations, host_names, podman_gateway, ssh_control_dir, start_containers
 from bench.measure import loadavg, machine_description, parse_profile, parse_recap, run_measured
+from bench.report import provision_report
 from tests.support.emulator import start_dps_emulator
 from tests.support.fleet import SimulatedFleet
 from tests.support.playbook import clean_env
@@ -53,9 +61,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC time>-provision.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "bench-provision")
     parser.add_argument("--keep", action="store_true", help="keep the cell's fleet and logs")
+    parser.add_argument(
+        "--dps-operations-per-minute",
+        type=int,
+        default=0,
+        help="the DPS emulator's operations quota (DPS: 1000 a minute per instance; default 0 = none); every run "
+        "records its DPS operations either way",
+    )
     args = parser.parse_args(argv)
     if args.size < 1 or args.repeats < 1 or args.forks < 1:
         parser.error("--size, --repeats and --forks must be at least 1")
+    if args.dps_operations_per_minute < 0:
+        parser.error("--dps-operations-per-minute must be 0 (no quota) or more")
     args.work_dir = args.work_dir.resolve()
     return args
 
@@ -82,11 +99,30 @@ def ssh_inventory_vars(simulated: SimulatedFleet, ssh_dir: Path) -> None:
         simulated.host_vars[device.name] = {"ansible_host": device.address, "ansible_port": device.port}
 
 
-def run_provision(simulated: SimulatedFleet, env: dict[str, str], forks: int, log: Path) -> dict[str, Any]:
+def quota_timeout(size: int, quota: int) -> int:
+    """dps_registration_timeout under a quota of `quota` operations a minute: a device refused (429) waits for the next
+    minute, and when more devices wait than the quota admits it loses again; the last of `size` devices may wait
+    ceil(size / quota) minutes. The fleet's 60 s (tests/support/fleet.py) covers one wait at most."""
+    return 60 * (math.ceil(size / quota) + 1)
+
+
+def quota_min_wall(operations: int, quota: int) -> int | None:
+    """The least wall time, s, the quota allows for `operations` (None without a quota): DPS counts them per calendar
+    minute, so they need ceil(operations / quota) minutes, i.e. waiting for all but the first minute's start - from
+    the start of a minute; a run that starts inside one may end up to 60 s sooner. About operations / quota minutes at
+    fleet scale; 0 when the quota's first minute takes them all. A wall time near it: the quota was the bound."""
+    return (math.ceil(operations / quota) - 1) * 60 if quota and operations else (0 if quota else None)
+
+
+def run_provision(
+    simulated: SimulatedFleet, env: dict[str, str], forks: int, log: Path, emulator: Any, quota: int
+) -> dict[str, Any]:
     inventory = simulated.write()
     argv = [str(bench_fleet.VENV_BIN / "ansible-playbook"), "-i", str(inventory), "-f", str(forks), str(PROVISION)]
     load_before = loadavg()
+    emulator.reset_operations()  # this run's DPS operations, from zero
     result = run_measured(argv, log, env, REPO_ROOT)
+    counted = dps_operations(emulator, len(simulated.hosts))
     text = log.read_text(encoding="utf-8", errors="replace")
     recap = parse_recap(text)
     hosts = recap["hosts"] or 1
@@ -98,6 +134,8 @@ def run_provision(simulated: SimulatedFleet, env: dict[str, str], forks: int, lo
         hosts=recap["hosts"],
         tasks_ok_per_device=round(recap["ok"] / hosts, 2),
         cpu_s_per_device=round((result["cpu_user_s"] + result["cpu_sys_s"]) / hosts, 3),
+        dps_operations=counted,
+        quota_min_wall_s=quota_min_wall(counted["total"], quota),
     )
     if "profile_tasks" in env.get("ANSIBLE_CALLBACKS_ENABLED", ""):
         result["profile"] = parse_profile(text)
@@ -113,6 +151,9 @@ def run_cell(args: argparse.Namespace, repeat: int) -> dict[str, Any]:
     cell_dir.mkdir(parents=True)
     hosts = host_names(args.size, args.name_prefix)
     simulated = SimulatedFleet(cell_dir, hosts)
+    quota = args.dps_operations_per_minute
+    if quota:
+        simulated.group_vars["dps_registration_timeout"] = quota_timeout(args.size, quota)
     env = clean_env(ANSIBLE_FORKS=str(args.forks), ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
     if args.profile:
@@ -130,15 +171,21 @@ def run_cell(args: argparse.Namespace, repeat: int) -> dict[str, Any]:
         host = podman_gateway()
     cell: dict[str, Any] = {"target": args.target, "size": args.size, "repeat": repeat, "key_type": "ec-p256"}
     try:
-        emulator = start_dps_emulator(cell_dir / "dps", simulated.emulator_config(), host=host, extra_args=["--quiet"])
+        config = simulated.emulator_config()
+        config["defaults"]["operations_per_minute"] = quota
+        emulator = start_dps_emulator(cell_dir / "dps", config, host=host, extra_args=["--quiet"])
         try:
             simulated.use_emulator(emulator)
             for tag in ("first", "rerun"):
-                cell[tag] = run_provision(simulated, env, args.forks, cell_dir / f"provision-{tag}.log")
+                log = cell_dir / f"provision-{tag}.log"
+                cell[tag] = run_provision(simulated, env, args.forks, log, emulator, quota)
+                counted = cell[tag]["dps_operations"]
                 print(
                     f"  {args.target} n={args.size} r{repeat} {tag}: {cell[tag]['wall_s']:.1f}s "
-                    f"cpu/device {cell[tag]['cpu_s_per_device']} ok/device {cell[tag]['tasks_ok_per_device']} "
-                    f"changed={cell[tag]['changed']} load {cell[tag]['load_before']}",
+                    + (f"(the quota allows {cell[tag]['quota_min_wall_s']}s) " if quota else "")
+                    + f"cpu/device {cell[tag]['cpu_s_per_device']} ok/device {cell[tag]['tasks_ok_per_device']} "
+                    f"changed={cell[tag]['changed']} dps ops {counted['total']} ({counted['by_kind']}) "
+                    f"throttled {counted['throttled']} load {cell[tag]['load_before']}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -171,6 +218,12 @@ def main(argv: list[str]) -> int:
             "inventory": "tests/support/fleet.py SimulatedFleet (one enrollment group, lab CA from playbooks/ca.yml)"
             + ("; SSH as pi with sudo, pipelining, ControlPersist" if args.target == "ssh" else "; local connection"),
             "cpu": "cpu_user_s + cpu_sys_s of the ansible-playbook process tree (wait4), per device in the recap",
+            "dps_emulator": {"operations_per_minute": args.dps_operations_per_minute},  # 0: no quota
+            **(
+                {"dps_registration_timeout": quota_timeout(args.size, args.dps_operations_per_minute)}
+                if args.dps_operations_per_minute
+                else {}
+            ),
         },
         "load_start": loadavg(),
         "cells": [],
@@ -187,6 +240,7 @@ def main(argv: list[str]) -> int:
     results["complete"] = not failed
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    sys.stdout.write(provision_report(results))
     print(f"results written to {out}", file=sys.stderr)
     if any(cell["rerun"]["changed"] for cell in results["cells"]):
         print("bench/provision.py: error: a re-run reported changes (must be 0)", file=sys.stderr)
