@@ -19,6 +19,11 @@ description:
     DPS has no record of registers at once (one DPS operation), and a device DPS shows assigned, on a hub its
     enrollment lists, where the marker says it registered, with the certificate it holds now, gets no request at
     all.
+  - This is an action plugin paired with the module. When O(registration_state) and O(provisioning_marker) may make
+    every request needless, the action plugin first reads the marker, the certificate chain and the O(ca_path) file
+    on the device with one plain shell command (C(cat); the key is only tested for presence, never read) and, when
+    they show the device registered as it should be, returns the module's answer without running the module - a
+    fleet whose registrations are right costs one cheap round trip per device. In every other case the module runs.
   - Otherwise sends a register request and polls the operation until DPS reports C(assigned), C(failed) or
     C(disabled), retrying HTTP 429, 5xx and connection errors with bounded backoff within O(timeout).
   - Needs only Python's standard library on the target, so it runs on the device itself (the device key never
@@ -26,14 +31,23 @@ description:
 author: iotfleet developers (@iotfleet)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - iotfleet.aziot.dps
   - iotfleet.aziot.registration_id
 attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details: >-
       Check mode does the status lookup (a read; none with O(registration_state) and a marker that answer without
-      it) and reports whether a registration would be sent, and why (RV(registration_reasons)). It writes no marker.
+      it) and reports whether a registration would be sent, and why (RV(registration_reasons)). It writes no marker
+      and no O(ca_content). With O(attestation=x509), a device whose O(client_cert) does not exist yet (its
+      certificate is made by a real run) is reported as one that would register.
   diff_mode:
     support: none
   platform:
@@ -124,6 +138,15 @@ options:
         description: The IoT hubs of the device's enrollment (C(iotHubs)); empty - any linked hub.
         type: list
         elements: str
+  ca_content:
+    description:
+      - The certificate(s), PEM text, that sign the DPS server certificate, for an endpoint the device's system trust
+        store does not know (a test stand-in such as the local DPS emulator). Real Azure DPS needs none.
+      - Written to O(ca_path) on the host that runs the module (atomically, mode C(0644), its directory made C(0755)
+        when missing) whenever the file differs, before anything is sent, and trusted for the connection
+        (RV(ca_changed)). In check mode nothing is written; a temporary copy is used for the status lookup.
+      - Requires O(ca_path).
+    type: str
   provisioning_marker:
     description:
       - Path, on the host that runs the module, of the device's provisioning marker - a small JSON file (mode
@@ -213,6 +236,12 @@ registration_state:
   returned: when DPS returned one
   type: dict
   sample: {"registrationId": "pi-0042", "status": "assigned", "assignedHub": "contoso-hub.azure-devices.net"}
+ca_changed:
+  description:
+    - Whether O(ca_content) was written to O(ca_path) (in check mode, would be); the task then reports a change.
+  returned: always
+  type: bool
+  sample: false
 requests:
   description:
     - Number of HTTP requests sent to DPS, retried ones included.
@@ -244,21 +273,16 @@ tracking_id:
 
 import json
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
-    API_VERSIONS,
-    DEFAULT_API_VERSION,
-    DEFAULT_PROVISIONING_HOST,
     USER_AGENT,
     DpsClient,
     DpsError,
     check_connection_options,
     decode_key,
     derive_device_key,
-    dps_connection_argument_spec,
     explain_error,
     fail_with_counts,
     is_already_assigned,
@@ -267,46 +291,19 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import (
     registration_reasons,
     split_provisioning_host,
 )
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_register import (
+    MUTUALLY_EXCLUSIVE,
+    REQUIRED_BY,
+    REQUIRED_IF,
+    argument_spec,
+    assigned_result,
+    certificate_problem,
+    summary,
+)
 from ansible_collections.iotfleet.aziot.plugins.module_utils._files import file_args_for, read_file, write_file_atomic
 from ansible_collections.iotfleet.aziot.plugins.module_utils._http import urls_transport
-from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import (
-    registration_id_argument_spec,
-    registration_id_problem,
-)
-from ansible_collections.iotfleet.aziot.plugins.module_utils._x509_der import (
-    certificate_common_name,
-    certificate_validity,
-    pem_certificates,
-    thumbprints,
-)
-
-
-def argument_spec() -> dict:
-    return {
-        **dps_connection_argument_spec(),
-        **registration_id_argument_spec(),
-        "id_scope": {"type": "str", "required": True},
-        "provisioning_host": {"type": "str", "default": DEFAULT_PROVISIONING_HOST},
-        "api_version": {"type": "str", "default": DEFAULT_API_VERSION, "choices": list(API_VERSIONS)},
-        "attestation": {"type": "str", "default": "x509", "choices": ["x509", "symmetric_key"]},
-        "client_cert": {"type": "path"},
-        "client_key": {"type": "path", "no_log": False},
-        "symmetric_key": {"type": "str", "no_log": True},
-        "group_key": {"type": "str", "no_log": True},
-        "sas_ttl": {"type": "int", "default": 3600},
-        "payload": {"type": "dict"},
-        "force": {"type": "bool", "default": False},
-        "registration_state": {
-            "type": "dict",
-            "options": {
-                "status": {"type": "str"},
-                "assigned_hub": {"type": "str"},
-                "device_id": {"type": "str"},
-                "enrollment_iot_hubs": {"type": "list", "elements": "str"},
-            },
-        },
-        "provisioning_marker": {"type": "path"},
-    }
+from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
+from ansible_collections.iotfleet.aziot.plugins.module_utils._x509_der import pem_certificates, thumbprints
 
 
 def read_text(module: AnsibleModule, option: str) -> str:
@@ -330,48 +327,39 @@ def x509_material(module: AnsibleModule) -> tuple[dict[str, str], int]:
         chain = pem_certificates(read_text(module, "client_cert"))
     except ValueError as error:
         module.fail_json(msg=f"{registration_id}: client_cert {client_cert}: {error}")
-    if not chain:
-        module.fail_json(msg=f"{registration_id}: client_cert {client_cert} holds no PEM certificate")
+    problem = certificate_problem(registration_id, client_cert, chain)
+    if problem:
+        module.fail_json(msg=problem)
     if "PRIVATE KEY-----" not in read_text(module, "client_key"):
         module.fail_json(msg=f"{registration_id}: client_key {client_key} holds no PEM private key")
-    common_name = certificate_common_name(chain[0])
-    if common_name is not None and common_name != registration_id:
-        module.fail_json(
-            msg=f"registration id '{registration_id}' does not match certificate CN '{common_name}' (the first "
-            f"certificate in {client_cert}); DPS requires them to be equal"
-        )
-    validity = certificate_validity(chain[0])
-    if validity is not None:
-        # DPS refuses a certificate outside its validity window; say so before asking it (a Raspberry Pi without a
-        # real-time clock that has not synchronised its time yet starts in the past).
-        now = time.time()
-        renew = "renew the device certificate (iotfleet.aziot.x509_device_cert re-issues it)"
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(validity[0] if now < validity[0] else validity[1]))
-        if now < validity[0]:
-            module.fail_json(
-                msg=f"{registration_id}: the device certificate in {client_cert} is not valid before {when}; "
-                f"check the device clock, or {renew}"
-            )
-        if now > validity[1]:
-            module.fail_json(
-                msg=f"{registration_id}: the device certificate in {client_cert} expired at {when}; {renew}"
-            )
     return thumbprints(chain[0]), len(chain)
 
 
-def summary(operation_or_state: dict | None) -> dict:
-    state = operation_or_state or {}
-    if "registrationState" in state or "operationId" in state:
-        registration_state = state.get("registrationState") or {}
-        status = state.get("status") or registration_state.get("status")
-    else:
-        registration_state = state
-        status = state.get("status")
-    result = dict(status=status or "unassigned", registration_state=registration_state)
-    for key, name in (("substatus", "substatus"), ("assignedHub", "assigned_hub"), ("deviceId", "device_id")):
-        if registration_state.get(key) is not None:
-            result[name] = registration_state[key]
-    return result
+def trusted_ca(module: AnsibleModule) -> tuple[str | None, bool]:
+    """The CA file to verify DPS with, and whether `ca_content` changed it: written to `ca_path` (atomically, 0644,
+    its directory made 0755) when it differs; in check mode a temporary copy is used and nothing is written."""
+    params = module.params
+    path, content = params["ca_path"], params["ca_content"]
+    if content is None:
+        return path, False
+    wanted = content.encode("utf-8")
+    if read_file(path) == wanted:
+        return path, False
+    if module.check_mode:
+        temporary = os.path.join(module.tmpdir, "dps-server-ca.pem")
+        with open(temporary, "wb") as handle:
+            handle.write(wanted)
+        return temporary, True
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        try:
+            os.makedirs(directory, mode=0o755)
+        except OSError as error:
+            module.fail_json(
+                msg=f"{params['registration_id']}: cannot create the directory of ca_path {path}: {error.strerror}"
+            )
+    write_file_atomic(module, path, wanted, file_args_for(module, path, None, None, "0644"))
+    return path, True
 
 
 def check_options(module: AnsibleModule) -> None:
@@ -457,6 +445,7 @@ def register(module: AnsibleModule) -> dict:
     x509 = attestation == "x509"
     leaf_thumbprints, chain_length = x509_material(module) if x509 else (None, None)
     leaf_sha256 = leaf_thumbprints["sha256"] if leaf_thumbprints else None
+    ca_path, ca_changed = trusted_ca(module)
     client = DpsClient(
         id_scope=params["id_scope"].strip(),
         registration_id=registration_id,
@@ -464,7 +453,7 @@ def register(module: AnsibleModule) -> dict:
             user_agent=USER_AGENT,
             client_cert=params["client_cert"] if x509 else None,
             client_key=params["client_key"] if x509 else None,
-            ca_path=params["ca_path"],
+            ca_path=ca_path,
             validate_certs=params["validate_certs"],
         ),
         provisioning_host=params["provisioning_host"],
@@ -482,23 +471,21 @@ def register(module: AnsibleModule) -> dict:
         reasons = registration_reasons(known, marker, attestation, leaf_sha256)
         if not reasons and marker is not None:
             # DPS shows it assigned where the marker says it registered, with the certificate it holds: no request.
-            answered = marker.get("registration_state")
-            result = summary(answered if isinstance(answered, dict) else {})
-            result.update(status="assigned", assigned_hub=known["assigned_hub"], device_id=known["device_id"])
-            return dict(result, changed=False, registration_reasons=[], requests=0, retried_requests=0)
+            return dict(assigned_result(known, marker), changed=ca_changed, ca_changed=ca_changed)
     try:
         if not reasons:
             state = client.status_lookup()
             if not params["force"] and is_already_assigned(state, attestation, leaf_thumbprints):
                 write_marker(module, leaf_sha256, state)
                 counts = dict(requests=client.attempts, retried_requests=client.retries)
-                return dict(summary(state), changed=False, registration_reasons=[], **counts)
+                unchanged = dict(changed=ca_changed, registration_reasons=[], ca_changed=ca_changed)
+                return dict(summary(state), **unchanged, **counts)
             reasons = ["force=true"] if params["force"] else lookup_reasons(state)
         else:
             state = None
         if module.check_mode:
             counts = dict(requests=client.attempts, retried_requests=client.retries)
-            return dict(summary(state), changed=True, registration_reasons=reasons, **counts)
+            return dict(summary(state), changed=True, registration_reasons=reasons, ca_changed=ca_changed, **counts)
         operation = client.register(params["payload"])
     except DpsError as error:
         fail_with_counts(module, client, explain_error(error, registration_id, attestation, chain_length), error)
@@ -527,7 +514,12 @@ def register(module: AnsibleModule) -> dict:
         )
     write_marker(module, leaf_sha256, registration_state)
     return dict(
-        result, changed=True, registration_reasons=reasons, requests=client.attempts, retried_requests=client.retries
+        result,
+        changed=True,
+        registration_reasons=reasons,
+        ca_changed=ca_changed,
+        requests=client.attempts,
+        retried_requests=client.retries,
     )
 
 
@@ -535,11 +527,9 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        mutually_exclusive=[("symmetric_key", "group_key")],
-        required_if=[
-            ("attestation", "x509", ("client_cert", "client_key")),
-            ("attestation", "symmetric_key", ("symmetric_key", "group_key"), True),
-        ],
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
+        required_if=REQUIRED_IF,
+        required_by=REQUIRED_BY,
     )
     module.exit_json(**register(module))
 
