@@ -50,7 +50,8 @@ def parse_read(output: str, separator: str) -> dict[str, str] | None:
     """The files' contents from `read_command`'s output, exactly as on the device, or None when the output is not
     what it prints."""
     pieces = re.split("\n" + re.escape(separator) + "(" + "|".join((*FILES, "key")) + ")\n", output)
-    if len(pieces) != 2 * (len(FILES) + 1) + 1 or pieces[0].strip() or tuple(pieces[1::2]) != (*FILES, "key"):
+    # What comes before the first separator (a login banner, a become plugin's success line) is not the read's.
+    if len(pieces) != 2 * (len(FILES) + 1) + 1 or tuple(pieces[1::2]) != (*FILES, "key"):
         return None
     return dict(zip(pieces[1::2], pieces[2::2], strict=True))
 

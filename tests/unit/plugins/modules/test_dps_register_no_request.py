@@ -45,6 +45,12 @@ def test_output_that_is_not_the_read_s_settles_nothing(output):
     assert parse_read(output, SEPARATOR) is None
 
 
+def test_what_comes_before_the_first_separator_is_not_a_file(tmp_path):
+    files = {"marker": "{}", "chain": "C\n", "ca": "", "key": "present\n"}
+    output = "BECOME-SUCCESS-abc\n" + "".join(f"\n{SEPARATOR}{name}\n{text}" for name, text in files.items())
+    assert parse_read(output, SEPARATOR) == files
+
+
 @pytest.fixture
 def registered(dps_module, emulator_pki, tmp_path):
     """A device registered by the module with a marker; the args a re-run gives and the module's own answer."""
