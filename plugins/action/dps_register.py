@@ -5,13 +5,14 @@ On a re-run the controller usually knows the answer already: DPS shows the devic
 registration_state, read in bulk once per run) and the device's provisioning marker says it registered there with the
 certificate it holds. Running the module on the device to confirm that costs a Python start and the module's imports
 per device; this plugin instead reads the marker, the certificate chain and the trusted CA file with one plain
-command (cat, no Python, the key only tested for presence, never read) and answers from them
+command (base64 of each, no Python, the key only tested for presence, never read) and answers from them
 (_dps_register.no_request_result). Whenever that does not settle it - any doubt, a difference, a missing file, check
 mode on a device without its certificate yet - the module runs as it always did and decides.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import shlex
@@ -34,13 +35,14 @@ FILES = ("marker", "chain", "ca")
 
 
 def read_command(paths: dict[str, str | None], key_path: str, separator: str) -> str:
-    """One shell command printing, after a separator line each, the files of `paths` (nothing for an absent one),
-    then `present` when `key_path` is a non-empty file - the key's content is never read."""
+    """One shell command printing, after a separator line each, the files of `paths` in base64 (nothing for an absent
+    one), then `present` when `key_path` is a non-empty file - the key's content is never read. Base64, because a
+    become method that needs a terminal (sudo over SSH) turns every newline of the output into CR LF."""
     parts = []
     for name in FILES:
         parts.append(f"printf '\\n%s\\n' {shlex.quote(separator + name)}")
         if paths.get(name):
-            parts.append(f"cat -- {shlex.quote(paths[name])} 2>/dev/null")
+            parts.append(f"base64 -w 0 -- {shlex.quote(paths[name])} 2>/dev/null")
     parts.append(f"printf '\\n%s\\n' {shlex.quote(separator + 'key')}")
     parts.append(f"if test -s {shlex.quote(key_path)}; then echo present; fi")
     return "; ".join(parts)
@@ -49,11 +51,17 @@ def read_command(paths: dict[str, str | None], key_path: str, separator: str) ->
 def parse_read(output: str, separator: str) -> dict[str, str] | None:
     """The files' contents from `read_command`'s output, exactly as on the device, or None when the output is not
     what it prints."""
+    output = output.replace("\r\n", "\n")
     pieces = re.split("\n" + re.escape(separator) + "(" + "|".join((*FILES, "key")) + ")\n", output)
     # What comes before the first separator (a login banner, a become plugin's success line) is not the read's.
     if len(pieces) != 2 * (len(FILES) + 1) + 1 or tuple(pieces[1::2]) != (*FILES, "key"):
         return None
-    return dict(zip(pieces[1::2], pieces[2::2], strict=True))
+    found = dict(zip(pieces[1::2], pieces[2::2], strict=True))
+    try:
+        files = {name: base64.b64decode(found[name].strip(), validate=True).decode("utf-8") for name in FILES}
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return dict(files, key=found["key"])
 
 
 class ActionModule(ActionBase):

@@ -21,9 +21,10 @@ description:
     all.
   - This is an action plugin paired with the module. When O(registration_state) and O(provisioning_marker) may make
     every request needless, the action plugin first reads the marker, the certificate chain and the O(ca_path) file
-    on the device with one plain shell command (C(cat); the key is only tested for presence, never read) and, when
-    they show the device registered as it should be, returns the module's answer without running the module - a
-    fleet whose registrations are right costs one cheap round trip per device. In every other case the module runs.
+    on the device with one plain shell command (C(base64) of each file, from coreutils; the key is only tested for
+    presence, never read) and, when they show the device registered as it should be, returns the module's answer
+    without running the module - a fleet whose registrations are right costs one cheap round trip per device. In
+    every other case the module runs.
   - Otherwise sends a register request and polls the operation until DPS reports C(assigned), C(failed) or
     C(disabled), retrying HTTP 429, 5xx and connection errors with bounded backoff within O(timeout).
   - Needs only Python's standard library on the target, so it runs on the device itself (the device key never

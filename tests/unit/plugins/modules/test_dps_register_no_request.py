@@ -4,6 +4,7 @@ module itself answers against the DPS emulator, and for every difference that mu
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -45,10 +46,12 @@ def test_output_that_is_not_the_read_s_settles_nothing(output):
     assert parse_read(output, SEPARATOR) is None
 
 
-def test_what_comes_before_the_first_separator_is_not_a_file(tmp_path):
-    files = {"marker": "{}", "chain": "C\n", "ca": "", "key": "present\n"}
-    output = "BECOME-SUCCESS-abc\n" + "".join(f"\n{SEPARATOR}{name}\n{text}" for name, text in files.items())
-    assert parse_read(output, SEPARATOR) == files
+def test_a_terminal_s_line_ends_and_what_comes_before_the_first_separator_change_nothing(tmp_path):
+    files = {"marker": "{}", "chain": "C\r\nD\n", "ca": ""}
+    encoded = {name: base64.b64encode(text.encode()).decode() for name, text in files.items()}
+    output = "BECOME-SUCCESS-abc\n" + "".join(f"\n{SEPARATOR}{name}\n{text}" for name, text in encoded.items())
+    output = (output + f"\n{SEPARATOR}key\npresent\n").replace("\n", "\r\n")  # sudo over SSH: a terminal
+    assert parse_read(output, SEPARATOR) == dict(files, key="present\n")
 
 
 @pytest.fixture
