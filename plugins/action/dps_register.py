@@ -12,13 +12,9 @@ mode on a device without its certificate yet - the module runs as it always did 
 
 from __future__ import annotations
 
-import base64
-import re
-import secrets
 import shlex
 
 from ansible.errors import AnsibleError
-from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_register import (
@@ -29,39 +25,26 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_register impor
     no_request_candidate,
     no_request_result,
 )
+from ansible_collections.iotfleet.aziot.plugins.plugin_utils._device_read import file_section, read_device
 
 MODULE = "iotfleet.aziot.dps_register"
-FILES = ("marker", "chain", "ca")
 
 
-def read_command(paths: dict[str, str | None], key_path: str, separator: str) -> str:
-    """One shell command printing, after a separator line each, the files of `paths` in base64 (nothing for an absent
-    one), then `present` when `key_path` is a non-empty file - the key's content is never read. Base64, because a
-    become method that needs a terminal (sudo over SSH) turns every newline of the output into CR LF."""
-    parts = []
-    for name in FILES:
-        parts.append(f"printf '\\n%s\\n' {shlex.quote(separator + name)}")
-        if paths.get(name):
-            parts.append(f"base64 -w 0 -- {shlex.quote(paths[name])} 2>/dev/null")
-    parts.append(f"printf '\\n%s\\n' {shlex.quote(separator + 'key')}")
-    parts.append(f"if test -s {shlex.quote(key_path)}; then echo present; fi")
-    return "; ".join(parts)
-
-
-def parse_read(output: str, separator: str) -> dict[str, str] | None:
-    """The files' contents from `read_command`'s output, exactly as on the device, or None when the output is not
-    what it prints."""
-    output = output.replace("\r\n", "\n")
-    pieces = re.split("\n" + re.escape(separator) + "(" + "|".join((*FILES, "key")) + ")\n", output)
-    # What comes before the first separator (a login banner, a become plugin's success line) is not the read's.
-    if len(pieces) != 2 * (len(FILES) + 1) + 1 or tuple(pieces[1::2]) != (*FILES, "key"):
-        return None
-    found = dict(zip(pieces[1::2], pieces[2::2], strict=True))
-    try:
-        files = {name: base64.b64decode(found[name].strip(), validate=True).decode("utf-8") for name in FILES}
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return dict(files, key=found["key"])
+def read_sections(params: dict) -> list[tuple[str, str]]:
+    """What the answer needs from the device: the marker, the certificate chain, the trusted CA file (when the task
+    gives its content) - and only whether the key is there (`present`): its content is never read."""
+    sections = [
+        file_section(name, path)
+        for name, path in (
+            ("marker", params["provisioning_marker"]),
+            ("chain", params["client_cert"]),
+            ("ca", params["ca_path"] if params["ca_content"] is not None else None),
+        )
+        if path
+    ]
+    if params["client_key"]:
+        sections.append(("key", f"if test -s {shlex.quote(params['client_key'])}; then echo present; fi"))
+    return sections
 
 
 class ActionModule(ActionBase):
@@ -82,28 +65,24 @@ class ActionModule(ActionBase):
         if no_request_candidate(params) or x509_check:
             answer = self._no_request(params)
             if answer is not None:
-                result.update(answer)
+                result.update(answer, device_check="read")
                 return result
         result.update(self._execute_module(module_name=MODULE, module_args=self._task.args, task_vars=task_vars))
+        result["device_check"] = "module"
         return result
 
     def _no_request(self, params: dict) -> dict | None:
         """The module's answer without running it, or None when the device's files do not settle it. In check mode,
         a device without its certificate chain yet (device_identity makes it in a real run) would register."""
-        separator = f"iotfleet-{secrets.token_hex(8)}-"
-        paths = {
-            "marker": params["provisioning_marker"],
-            "chain": params["client_cert"],
-            "ca": params["ca_path"] if params["ca_content"] is not None else None,
-        }
         try:
-            answer = self._low_level_execute_command(read_command(paths, params["client_key"], separator))
+            read = read_device(self, read_sections(params))
         except AnsibleError:
             return None  # the module's run says what is wrong with the connection
-        if answer.get("rc") != 0:
+        if read is None:
             return None
-        files = parse_read(to_text(answer.get("stdout", ""), errors="surrogate_or_strict"), separator)
-        if files is None:
+        try:
+            files = {name: read.get(name, b"").decode("utf-8") for name in ("marker", "chain", "ca", "key")}
+        except UnicodeDecodeError:
             return None
         if self._task.check_mode and params["attestation"] == "x509" and not files["chain"]:
             return {
@@ -121,5 +100,5 @@ class ActionModule(ActionBase):
             marker_text=files["marker"] or None,
             chain_text=files["chain"] or None,
             key_present=files["key"].strip() == "present",
-            ca_text=files["ca"] if paths["ca"] else None,
+            ca_text=files["ca"] if params["ca_content"] is not None else None,
         )

@@ -198,6 +198,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+device_check:
+  description:
+    - How the device was checked. V(read) - one plain shell command read the provisioning marker, the certificate
+      chain and the trusted CA file, they showed the device registered as it should be, and the module did not run
+      (no Python on the device, no request to DPS). V(module) - the module ran on the device and decided.
+    - On a no-op re-run of a fleet whose registrations are right, every device says V(read).
+  returned: always
+  type: str
+  choices: [read, module]
+  sample: read
 status:
   description: The registration status DPS reports (V(assigned), V(failed), V(disabled), V(unassigned) in check mode).
   returned: always
@@ -344,7 +354,14 @@ def trusted_ca(module: AnsibleModule) -> tuple[str | None, bool]:
     if content is None:
         return path, False
     wanted = content.encode("utf-8")
-    if read_file(path) == wanted:
+    try:
+        current = read_file(path)
+    except OSError as error:  # a directory, a file root cannot read (NFS, FUSE) ...
+        module.fail_json(
+            msg=f"{params['registration_id']}: cannot read ca_path {path}: {error.strerror}; point ca_path at a "
+            "file (the DPS server CA is written there)"
+        )
+    if current == wanted:
         return path, False
     if module.check_mode:
         temporary = os.path.join(module.tmpdir, "dps-server-ca.pem")

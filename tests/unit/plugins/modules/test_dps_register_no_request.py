@@ -4,54 +4,48 @@ module itself answers against the DPS emulator, and for every difference that mu
 
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.action.dps_register import parse_read, read_command
+from ansible_collections.iotfleet.aziot.plugins.action.dps_register import read_sections
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_register import no_request_result
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_register
+from ansible_collections.iotfleet.aziot.plugins.plugin_utils._device_read import parse_read, read_command
 from tests.support.dps_fakes import EMULATED_HUB, EMULATED_ID_SCOPE
 
 SEPARATOR = "iotfleet-0123456789abcdef-"
 
 
-def read_on_device(paths: dict, key_path: str) -> dict | None:
-    command = read_command(paths, key_path, SEPARATOR)
-    answer = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, check=True)
-    return parse_read(answer.stdout, SEPARATOR)
+def read_on_device(params: dict) -> dict | None:
+    """dps_register's read, run on this machine as the device."""
+    sections = read_sections(params)
+    answer = subprocess.run(["/bin/sh", "-c", read_command(sections, SEPARATOR)], capture_output=True, check=True)
+    return parse_read(answer.stdout.decode(), SEPARATOR, [name for name, _command in sections])
 
 
 def test_the_read_returns_each_file_exactly_and_never_the_key(tmp_path):
     (tmp_path / "marker").write_text('{"version": 1}')  # no newline at the end
     (tmp_path / "chain").write_text("-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n\n")
     (tmp_path / "key").write_text("-----BEGIN PRIVATE KEY-----\nSECRET\n")
-    paths = {"marker": str(tmp_path / "marker"), "chain": str(tmp_path / "chain"), "ca": str(tmp_path / "no ca")}
-    files = read_on_device(paths, str(tmp_path / "key"))
-    assert files == {
-        "marker": '{"version": 1}',
-        "chain": "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n\n",
-        "ca": "",  # absent
-        "key": "present\n",
+    params = {
+        "provisioning_marker": str(tmp_path / "marker"),
+        "client_cert": str(tmp_path / "chain"),
+        "client_key": str(tmp_path / "key"),
+        "ca_path": str(tmp_path / "no ca"),
+        "ca_content": "a CA",
     }
-    assert "SECRET" not in json.dumps(files)
-    assert read_on_device(dict(paths, ca=None), str(tmp_path / "missing key"))["key"] == ""
-
-
-@pytest.mark.parametrize("output", ["", "unexpected\n", f"\n{SEPARATOR}marker\nx\n{SEPARATOR}chain\n"])
-def test_output_that_is_not_the_read_s_settles_nothing(output):
-    assert parse_read(output, SEPARATOR) is None
-
-
-def test_a_terminal_s_line_ends_and_what_comes_before_the_first_separator_change_nothing(tmp_path):
-    files = {"marker": "{}", "chain": "C\r\nD\n", "ca": ""}
-    encoded = {name: base64.b64encode(text.encode()).decode() for name, text in files.items()}
-    output = "BECOME-SUCCESS-abc\n" + "".join(f"\n{SEPARATOR}{name}\n{text}" for name, text in encoded.items())
-    output = (output + f"\n{SEPARATOR}key\npresent\n").replace("\n", "\r\n")  # sudo over SSH: a terminal
-    assert parse_read(output, SEPARATOR) == dict(files, key="present\n")
+    files = read_on_device(params)
+    assert files == {
+        "marker": b'{"version": 1}',
+        "chain": b"-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n\n",
+        "ca": b"",  # absent
+        "key": b"present\n",
+    }
+    assert b"SECRET" not in b"".join(files.values())
+    without_ca = read_on_device(dict(params, ca_content=None, client_key=str(tmp_path / "missing key")))
+    assert without_ca["key"] == b"" and "ca" not in without_ca
 
 
 @pytest.fixture
@@ -158,3 +152,19 @@ def test_check_mode_writes_no_ca_file_and_says_it_would(dps_module, emulator_pki
     assert dps_module.run(dps_register, args).result["ca_changed"] is True  # the directory made too
     again = dps_module.run(dps_register, args).result
     assert (again["changed"], again["ca_changed"]) == (False, False)
+
+
+def test_a_ca_path_that_cannot_be_read_fails_in_one_line_naming_it(dps_module, emulator_pki, tmp_path):
+    files = emulator_pki.device("pi-action-dir").files()
+    args = dict(
+        id_scope=EMULATED_ID_SCOPE,
+        registration_id="pi-action-dir",
+        provisioning_host=dps_module.address,
+        ca_path=str(tmp_path),  # a directory
+        ca_content=Path(dps_module.emulator.ca_cert).read_text(encoding="ascii"),
+        client_cert=files["chain"],
+        client_key=files["key"],
+    )
+    failed = dps_module.run(dps_register, args).result
+    assert failed["failed"] and failed["msg"].startswith(f"pi-action-dir: cannot read ca_path {tmp_path}: "), failed
+    assert "\n" not in failed["msg"] and "point ca_path at a file" in failed["msg"]
