@@ -7,6 +7,13 @@
    with the CA key, which is read here and never sent anywhere.
 3. The module runs again (PHASE_INSTALL) only when there is a certificate to write.
 
+On a re-run the device is usually as it should be. Step 1 then starts with one plain shell command instead of the
+module (`_read_inspect`): it prints the certificate, the full chain, the owner/group/mode of the files and
+directories, and the public half of the key (`openssl pkey -pubout` on the device: the key never leaves it). When
+that shows nothing to change - the key of the right type and matching the certificate, the certificate good for
+longer than renew_before, the chain as the controller would write it, every owner and mode as asked - the task
+answers from it (RV device_check=read). Anything else, or any doubt, runs the module as above (device_check=module).
+
 The module gets only the options the device needs (_device_cert.device_argument_spec()): the CA paths and
 passphrase, the validity and the chain options stay here.
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import tempfile
 
 from ansible.errors import AnsibleActionFail, AnsibleError
@@ -30,6 +38,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import
     PHASE_INSTALL,
     argument_spec,
     device_argument_spec,
+    wanted_directories,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     CRYPTOGRAPHY_IMPORT_ERROR,
@@ -39,19 +48,34 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     certificate_to_pem,
     check_ca_pair,
     device_cert_reissue_reasons,
+    key_type_of,
     load_certificate,
     load_certificates,
     load_csr,
     load_private_key,
     load_public_key_pem,
     order_chain,
+    public_key_pem,
     sign_device_certificate,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
+from ansible_collections.iotfleet.aziot.plugins.plugin_utils._device_read import (
+    attributes_match,
+    file_section,
+    parse_stat,
+    read_device,
+    selinux_section,
+    stat_section,
+)
 
 MODULE = "iotfleet.aziot.x509_device_cert"
 _INFO_KEYS = ("subject", "issuer", "serial_number", "not_before", "not_after", "sha1_thumbprint", "sha256_thumbprint")
 ISSUED_CERT_SUFFIX = ".cert.pem"
+
+
+def _chain_text(leaf, ca_chain: list) -> str:
+    """The full chain file the device must hold: its certificate, then the CA chain (PEM)."""
+    return "".join(certificate_to_pem(c) for c in [leaf, *ca_chain])
 
 
 def _describe(info: dict | None) -> str:
@@ -182,12 +206,15 @@ class ActionModule(ActionBase):
 
         device_args = {name: params[name] for name in device_argument_spec()}
         try:
-            inspected = self._execute_module(
-                module_name=MODULE, module_args=dict(device_args, _phase=PHASE_INSPECT), task_vars=task_vars
-            )
-        except AnsibleError as exc:
             # The task's first round trip to the device: a device Ansible cannot use (SSH, sudo) fails here in one
             # line with the fix, as playbooks/tasks/check_connection.yml says it - provision.yml needs no ping first.
+            inspected = self._read_inspect(params, ca_cert, ca_chain)
+            result["device_check"] = "read" if inspected is not None else "module"
+            if inspected is None:
+                inspected = self._execute_module(
+                    module_name=MODULE, module_args=dict(device_args, _phase=PHASE_INSPECT), task_vars=task_vars
+                )
+        except AnsibleError as exc:
             raise AnsibleActionFail(self._connection_problem(exc, task_vars)) from None
         if inspected.get("failed"):
             return self._strip(inspected)
@@ -247,7 +274,7 @@ class ActionModule(ActionBase):
             chain_changed = reasons != []  # a new certificate means a new chain
             if leaf is not None:
                 result["full_chain"] = [c.subject.rfc4514_string() for c in [leaf, *ca_chain]]
-                chain_text = "".join(certificate_to_pem(c) for c in [leaf, *ca_chain])
+                chain_text = _chain_text(leaf, ca_chain)
                 if chain_text != inspected.get("full_chain"):
                     chain_changed = True
                     install_args["_full_chain"] = chain_text
@@ -283,6 +310,64 @@ class ActionModule(ActionBase):
                 "after": _describe(after_info),
             }
         return result
+
+    def _read_inspect(self, params: dict, ca_cert, ca_chain: list | None) -> dict | None:
+        """What PHASE_INSPECT would return, from one plain read of the device, when it shows nothing to change on the
+        device (no key, certificate, chain, owner or mode to write); None when the module must run and decide."""
+        if params["regenerate_key"] == "always" or params["backup"]:
+            return None
+        files = {"key": params["key_path"], "cert": params["cert_path"]}
+        if params["full_chain_path"]:
+            files["chain"] = params["full_chain_path"]
+        # The key's public half only, never the key: a passphrase (which the module would refuse) fails the command.
+        pubout = f"openssl pkey -pubout -passin pass: -in {shlex.quote(params['key_path'])}"
+        sections = [selinux_section(), ("public_key", pubout), file_section("cert", params["cert_path"])]
+        if "chain" in files:
+            sections.append(file_section("chain", files["chain"]))
+        sections += [stat_section(f"stat_{name}", path) for name, path in files.items()]
+        directories, conflict = wanted_directories(params)
+        if conflict is not None:
+            return None
+        sections += [stat_section(f"stat_dir{index}", path) for index, path in enumerate(directories)]
+        read = read_device(self, sections)
+        if read is None or read["selinux"].strip():
+            return None
+        for index, (owner, group, mode) in enumerate(directories.values()):
+            if not attributes_match(parse_stat(read[f"stat_dir{index}"]), "directory", owner, group, mode):
+                return None
+        wanted = {
+            "key": (params["key_owner"], params["key_group"], params["key_mode"]),
+            "cert": (params["cert_owner"], params["cert_group"], params["cert_mode"]),
+            "chain": (params["cert_owner"], params["cert_group"], params["cert_mode"]),
+        }
+        for name in files:
+            if not attributes_match(parse_stat(read[f"stat_{name}"]), "regular file", *wanted[name]):
+                return None
+        try:
+            public_key = load_public_key_pem(read["public_key"].decode("ascii"))
+            certificate = read["cert"].decode("ascii")
+            chain = read["chain"].decode("ascii") if "chain" in files else None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if key_type_of(public_key) != params["key_type"]:
+            return None
+        registration_id = params["registration_id"]
+        if device_cert_reissue_reasons(certificate, public_key, ca_cert, registration_id, params["renew_before"]):
+            return None
+        if ca_chain is not None:
+            leaf = load_certificate(read["cert"], "certificate")
+            if _chain_text(leaf, ca_chain) != chain:
+                return None
+        inspected = {
+            "changed": False,
+            "key_generated": False,
+            "key_type": params["key_type"],
+            "public_key": public_key_pem(public_key),
+            "certificate": certificate,
+        }
+        if chain is not None:
+            inspected["full_chain"] = chain
+        return inspected
 
     def _connection_problem(self, exc: AnsibleError, task_vars) -> str:
         """One line naming the device, what is wrong with reaching it and the fix (filter connection_problem)."""

@@ -10,6 +10,8 @@ plugins/modules/x509_device_cert.py; the internal ones are not (tests/sanity/ign
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.iotfleet.aziot.plugins.module_utils._files import backup_argument_spec
 from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
     DEFAULT_DEVICE_KEY_TYPE,
@@ -75,3 +77,22 @@ def module_argument_spec() -> dict:
         "_certificate": {"type": "str"},  # the signed certificate (PEM), for PHASE_INSTALL
         "_full_chain": {"type": "str"},  # the full chain (PEM), for PHASE_INSTALL
     }
+
+
+def wanted_directories(params: dict) -> tuple[dict, str | None]:
+    """The directories key_dir_mode / cert_dir_mode ask for, as {directory: (owner, group, mode)}, and the first
+    directory asked for with two different sets of attributes (the key and the certificate in one directory), if
+    any. The module makes or fixes them; the action plugin's read checks them."""
+    entries = []
+    if params["key_dir_mode"] is not None:
+        entries.append((params["key_path"], params["key_owner"], params["key_group"], params["key_dir_mode"]))
+    if params["cert_dir_mode"] is not None:
+        for path in (params["cert_path"], params["full_chain_path"]):
+            if path:
+                entries.append((path, params["cert_owner"], params["cert_group"], params["cert_dir_mode"]))
+    wanted: dict = {}
+    for path, owner, group, mode in entries:
+        directory = os.path.dirname(os.path.abspath(path))
+        if wanted.setdefault(directory, (owner, group, mode)) != (owner, group, mode):
+            return wanted, directory
+    return wanted, None

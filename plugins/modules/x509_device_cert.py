@@ -240,6 +240,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+device_check:
+  description:
+    - How the device was checked. V(read) - one plain shell command printed the certificate, the full chain, the
+      owner, group and mode of the files and directories and the public half of the key (C(openssl pkey -pubout)
+      on the device; the key itself is never read off it), and they showed nothing to change, so the module did
+      not run. V(module) - the module ran on the device (a key, certificate, chain, owner or mode to write, or
+      anything the read could not settle - no C(openssl) on the device, SELinux enabled, a symbolic mode,
+      O(backup=true), O(regenerate_key=always)).
+    - On a no-op re-run of a fleet whose devices are as they should be, every device says V(read).
+  returned: always
+  type: str
+  choices: [read, module]
+  sample: read
 created_directories:
   description: Directories created because O(key_dir_mode) or O(cert_dir_mode) was set and they were missing.
   returned: when a directory was created (or would be, in check mode)
@@ -357,6 +370,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import
     PHASE_INSPECT,
     PHASE_INSTALL,
     module_argument_spec,
+    wanted_directories,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._files import (
     file_args_for,
@@ -432,23 +446,13 @@ def ensure_key(module, result: dict):
 
 def _wanted_directories(module) -> dict:
     """{directory: (owner, group, mode)} asked for by key_dir_mode / cert_dir_mode; fails on a conflict."""
-    params = module.params
-    entries = []
-    if params["key_dir_mode"] is not None:
-        entries.append((params["key_path"], params["key_owner"], params["key_group"], params["key_dir_mode"]))
-    if params["cert_dir_mode"] is not None:
-        for path in (params["cert_path"], params["full_chain_path"]):
-            if path:
-                entries.append((path, params["cert_owner"], params["cert_group"], params["cert_dir_mode"]))
-    wanted: dict = {}
-    for path, owner, group, mode in entries:
-        directory = os.path.dirname(os.path.abspath(path))
-        if wanted.setdefault(directory, (owner, group, mode)) != (owner, group, mode):
-            module.fail_json(
-                msg=f"{params['registration_id']}: the key and the certificate are both in {directory}, and "
-                "key_dir_mode/key_owner/key_group differ from cert_dir_mode/cert_owner/cert_group; set only one "
-                "of key_dir_mode and cert_dir_mode, or put the key in its own directory"
-            )
+    wanted, conflict = wanted_directories(module.params)
+    if conflict is not None:
+        module.fail_json(
+            msg=f"{module.params['registration_id']}: the key and the certificate are both in {conflict}, and "
+            "key_dir_mode/key_owner/key_group differ from cert_dir_mode/cert_owner/cert_group; set only one "
+            "of key_dir_mode and cert_dir_mode, or put the key in its own directory"
+        )
     return wanted
 
 

@@ -6,6 +6,7 @@ what the controller sends to the device and what the device writes, without ansi
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -16,6 +17,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ansible_collections.iotfleet.aziot.plugins.action import x509_device_cert as action
 from ansible_collections.iotfleet.aziot.plugins.module_utils._device_cert import (
@@ -39,6 +41,7 @@ class Controller:
         self.pki = pki
         self.device = device
         self.sent: list[dict] = []  # module_args of every module call, in order
+        self.reads: list[str] = []  # every plain command the plugin ran on the device (here: this machine)
         self.warnings: list[str] = []
 
     def args(self, **extra) -> dict:
@@ -51,7 +54,8 @@ class Controller:
             **extra,
         }
 
-    def run(self, check_mode: bool = False, diff: bool = False, **args) -> dict:
+    def run(self, check_mode: bool = False, diff: bool = False, read: bool = True, **args) -> dict:
+        """One task; with read=False the device's plain read fails (rc 1), as where a command it needs is missing."""
         task = SimpleNamespace(
             args=self.args(**args), async_val=0, check_mode=check_mode, diff=diff, action="x509_device_cert"
         )
@@ -59,6 +63,7 @@ class Controller:
         loader = SimpleNamespace(path_dwim=lambda path: str(self.pki.directory / path))
         plugin = action.ActionModule(task, connection, None, loader, None, None)
         self.sent.clear()
+        self.reads.clear()
 
         def execute_module(module_name, module_args, task_vars):
             assert module_name == "iotfleet.aziot.x509_device_cert"
@@ -66,8 +71,14 @@ class Controller:
             args = dict(module_args, _ansible_check_mode=check_mode, _ansible_diff=diff)
             return run_module(module, args).result
 
+        def low_level_execute_command(command, *_args, **_kwargs):
+            self.reads.append(command)
+            done = subprocess.run(["/bin/sh", "-c", command if read else "exit 1"], capture_output=True, check=False)
+            return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
         with (
             mock.patch.object(plugin, "_execute_module", execute_module),
+            mock.patch.object(plugin, "_low_level_execute_command", low_level_execute_command),
             mock.patch.object(plugin._display, "warning", self.warnings.append),
         ):
             return plugin.run(task_vars={})
@@ -123,7 +134,7 @@ def test_check_mode_then_idempotent(controller: Controller) -> None:
     assert controller.run()["changed"] is True
     again = controller.run()
     assert (again["changed"], again["reissued"], again["reissue_reasons"]) == (False, False, [])
-    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT]  # nothing to install
+    assert controller.sent == [] and again["device_check"] == "read"  # one plain read, no module
 
 
 def test_full_chain_from_the_controller_chain(controller: Controller) -> None:
@@ -220,7 +231,7 @@ def test_issued_copy_of_a_device_that_already_has_its_certificate(controller: Co
     assert not issued.exists()
     result = controller.run(issued_cert_dir=str(issued))
     assert (result["changed"], result["reissued"], result["issued_cert_changed"]) == (True, False, True)
-    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT]  # nothing sent back to the device
+    assert controller.sent == []  # the device read once, nothing sent back to it
     assert (issued / f"{REG_ID}.cert.pem").read_bytes() == (controller.device / "device.cert.pem").read_bytes()
 
 
@@ -298,8 +309,97 @@ def test_a_device_ansible_cannot_use_fails_in_one_line_with_the_fix(
     }
     with (
         mock.patch.object(plugin, "_execute_module", side_effect=error),
+        mock.patch.object(plugin, "_low_level_execute_command", side_effect=error),
         mock.patch.object(loader, "path_dwim", lambda path: str(controller.pki.directory / path)),
     ):
         result = plugin.run(task_vars=task_vars)
     assert result["failed"] and result["msg"].startswith(message), result
     assert "\n" not in result["msg"], result
+
+
+FULL_CHAIN = "full-chain.pem"
+
+
+def chain_args(controller: Controller, **extra) -> dict:
+    return {
+        "full_chain_path": str(controller.device / "certs" / FULL_CHAIN),
+        "cert_path": str(controller.device / "certs" / "device.cert.pem"),
+        "key_path": str(controller.device / "secrets" / "device.key.pem"),
+        "ca_chain_paths": [str(controller.pki.root_path)],
+        "key_dir_mode": "0700",
+        "cert_dir_mode": "0755",
+        **extra,
+    }
+
+
+def test_a_device_as_it_should_be_gets_the_module_s_answer_from_one_read(controller: Controller, tmp_path) -> None:
+    args = chain_args(controller, issued_cert_dir=str(tmp_path / "issued"))
+    assert controller.run(**args)["changed"] is True
+    by_module = controller.run(read=False, **args)
+    assert by_module["device_check"] == "module" and [s["_phase"] for s in controller.sent] == [PHASE_INSPECT]
+    by_read = controller.run(**args)
+    assert by_read["device_check"] == "read" and controller.sent == [] and len(controller.reads) == 1
+    assert "PRIVATE" not in controller.reads[0] or "pkey -pubout" in controller.reads[0]
+    assert dict(by_read, device_check="module") == by_module
+    check = controller.run(check_mode=True, **args)
+    assert (check["changed"], check["device_check"]) == (False, "read")
+
+
+def _replace_key(args: dict) -> None:
+    """Another key of the same type at key_path (a swapped SD card, a restored backup)."""
+    new = ec.generate_private_key(ec.SECP256R1())
+    pem = new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    Path(args["key_path"]).write_bytes(pem)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c, a: _replace_key(a), "key_mismatch"),
+        (lambda c, a: Path(a["cert_path"]).chmod(0o600), None),
+        (lambda c, a: Path(a["key_path"]).chmod(0o644), None),
+        (lambda c, a: Path(a["key_path"]).parent.chmod(0o755), None),
+        (lambda c, a: Path(a["full_chain_path"]).write_text(Path(a["cert_path"]).read_text()), None),
+        (lambda c, a: Path(a["cert_path"]).unlink(), "missing"),
+        (lambda c, a: Path(a["key_path"]).unlink(), "new_key"),
+        (lambda c, a: a.update(renew_before=400, valid_days=500), "renewal_window"),
+        (lambda c, a: a.update(key_type="ec-p384", regenerate_key="on_mismatch"), "new_key"),
+        (lambda c, a: a.update(regenerate_key="always"), "new_key"),
+        (lambda c, a: a.update(backup=True), None),
+        (lambda c, a: a.update(cert_mode="u=rw,go=r"), None),
+    ],
+    ids=[
+        "another-key",
+        "cert-mode",
+        "key-mode",
+        "key-dir-mode",
+        "chain-differs",
+        "no-cert",
+        "no-key",
+        "renewal-window",
+        "other-key-type",
+        "regenerate-always",
+        "backup",
+        "symbolic-mode",
+    ],
+)
+def test_anything_to_change_or_any_doubt_runs_the_module(controller: Controller, change, reason) -> None:
+    """Each difference the read must not hide: the module runs (and fixes it, here)."""
+    args = chain_args(controller)
+    assert controller.run(**args)["changed"] is True
+    change(controller, args)
+    result = controller.run(**args)
+    assert result["device_check"] == "module" and controller.sent[0]["_phase"] == PHASE_INSPECT, result
+    if reason is not None:
+        assert result["reissued"] and result["reissue_reasons"][0].startswith(reason), result
+    if args.get("regenerate_key") != "always" and not args.get("backup") and "cert_mode" not in args:
+        again = controller.run(**args)
+        assert (again["changed"], again["device_check"]) == (False, "read"), again
+
+
+def test_a_device_without_openssl_is_checked_by_the_module(controller: Controller, monkeypatch) -> None:
+    args = chain_args(controller)
+    controller.run(**args)
+    monkeypatch.setenv("PATH", "/nonexistent")  # the read's commands and openssl are not found
+    result = controller.run(**args)
+    assert (result["changed"], result["device_check"]) == (False, "module")
