@@ -16,9 +16,11 @@ description:
     registers at once.
   - C(status), C(assigned_hub), C(device_id) of its record and C(enrollment_iot_hubs), the hubs its enrollment group
     assigns to (empty - any linked hub), when DPS has a record.
+  - For a device with an individual enrollment, the hubs of C(enrollment_iot_hubs) are that enrollment's.
   - V(None) when the bulk read did not run (skipped, no DPS service connection), could not read the registration
     records (RV(iotfleet.aziot.dps_registration_state_info#module:complete) false), or when the device has an
-    individual enrollment (whether DPS takes it depends on that enrollment, which its own lookup tells).
+    individual enrollment that is disabled (DPS refuses it, which its own lookup tells) or whose registration
+    record was not read (O(iotfleet.aziot.dps_registration_state_info#module:individual_registrations=false)).
   - Registration ids are compared case-insensitively, as DPS does.
 options:
   _input:
@@ -62,17 +64,23 @@ def registration_state(known, registration_id: str) -> dict | None:
     if not isinstance(known, dict) or known.get("skipped") or known.get("failed") or not known.get("complete"):
         return None
     wanted = registration_id.lower()
-    if wanted in (known.get("individual_enrollments") or {}):
+    individual = (known.get("individual_enrollments") or {}).get(wanted)
+    if individual is not None and (
+        individual.get("provisioningStatus") != "enabled" or individual.get("registrationRead") is not True
+    ):
         return None
     record = (known.get("registrations") or {}).get(wanted)
     if not isinstance(record, dict):
         return {}
-    group = (known.get("enrollment_groups") or {}).get(record.get("enrollmentGroupId")) or {}
+    if individual is not None:
+        enrollment = individual
+    else:
+        enrollment = (known.get("enrollment_groups") or {}).get(record.get("enrollmentGroupId")) or {}
     return {
         "status": record.get("status"),
         "assigned_hub": record.get("assignedHub"),
         "device_id": record.get("deviceId"),
-        "enrollment_iot_hubs": list(group.get("iotHubs") or []),
+        "enrollment_iot_hubs": list(enrollment.get("iotHubs") or []),
     }
 
 

@@ -18,8 +18,11 @@ description:
     role C(iotfleet.aziot.dps_registration) runs this module once per run (per batch with C(serial)) on the
     controller.
   - The records of a disabled enrollment group are not read (its devices register and DPS refuses them, as without
-    this module). A device with an individual enrollment is listed in RV(individual_enrollments), not in
-    RV(registrations) - it looks its registration up itself.
+    this module).
+  - The bulk query covers enrollment groups only. With O(individual_registrations) (the default) the record of each
+    device with an enabled individual enrollment is read one by one (C(GET /registrations/{id}), one DPS operation
+    each) - what that device's own status lookup would cost, but on the controller and without a module run on the
+    device. A device whose individual enrollment is disabled looks its registration up itself (DPS refuses it).
   - When the shared access policy may read enrollments but not registration records (no C(RegistrationStatusRead)),
     the module warns and returns RV(complete=false) - the devices then look their registration up themselves, one
     DPS operation each.
@@ -32,6 +35,13 @@ extends_documentation_fragment:
   - iotfleet.aziot.dps.action_group
   - iotfleet.aziot.read_only
 options:
+  individual_registrations:
+    description:
+      - Read the registration record of each device with an enabled individual enrollment, one operation each (see
+        above). V(false) - those devices look their registration up themselves, one operation each too, from the
+        device.
+    type: bool
+    default: true
   page_size:
     description: Records asked for per page (C(x-ms-max-item-count)); each page is one DPS operation.
     type: int
@@ -71,6 +81,8 @@ registrations:
     - The registration records of the enabled enrollment groups' devices, by lower-case registration id (DPS's ids
       are case-insensitive), each with C(registrationId), C(status), C(assignedHub), C(deviceId) and
       C(enrollmentGroupId) (the group whose query listed it).
+    - With O(individual_registrations), also those of the devices with an enabled individual enrollment (without
+      C(enrollmentGroupId)).
   returned: always
   type: dict
   sample:
@@ -86,10 +98,13 @@ enrollment_groups:
   type: dict
   sample: {"plant-3": {"provisioningStatus": "enabled", "iotHubs": ["contoso-hub.azure-devices.net"]}}
 individual_enrollments:
-  description: Every individual enrollment, by lower-case registration id, with its C(provisioningStatus).
+  description:
+    - Every individual enrollment, by lower-case registration id, with its C(provisioningStatus), its C(iotHubs)
+      (empty - any linked hub) and C(registrationRead), whether its registration record was read (then it is in
+      RV(registrations) when DPS has one).
   returned: always
   type: dict
-  sample: {"pi-0007": {"provisioningStatus": "disabled"}}
+  sample: {"pi-0007": {"provisioningStatus": "disabled", "iotHubs": [], "registrationRead": false}}
 requests:
   description:
     - Number of HTTP requests sent to DPS, retried ones included (one DPS operation each, retries aside).
@@ -125,6 +140,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps import DpsErro
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import (
     ENROLLMENT_GROUPS,
     ENROLLMENTS,
+    REGISTRATIONS,
     SERVICE_AUTH_MUTUALLY_EXCLUSIVE,
     SERVICE_AUTH_REQUIRED_ONE_OF,
     SERVICE_AUTH_REQUIRED_TOGETHER,
@@ -144,6 +160,7 @@ def argument_spec() -> dict:
         **dps_connection_argument_spec(),
         **dps_service_auth_argument_spec(),
         "page_size": {"type": "int", "default": 1000},
+        "individual_registrations": {"type": "bool", "default": True},
     }
 
 
@@ -153,6 +170,18 @@ def group_hubs(group: dict) -> list[str]:
     if not hubs and isinstance(group.get("iotHubHostName"), str):
         hubs = [group["iotHubHostName"]]
     return hubs
+
+
+def no_permission(module: AnsibleModule, client, error: ServiceError) -> None:
+    """Warn that the policy may not read registration records (the devices then look theirs up), or raise `error`
+    when it is another refusal."""
+    if error.status not in (401, 403) or not error.authenticated:
+        raise error
+    module.warn(
+        f"{SUBJECT}: policy {client.credentials.policy_name} may not read registration records "
+        "(RegistrationStatusRead); each device looks its registration up itself, one DPS operation per "
+        "device and run - give the policy RegistrationStatusRead (DPS > Shared access policies)"
+    )
 
 
 def read_states(module: AnsibleModule) -> dict:
@@ -173,7 +202,9 @@ def read_states(module: AnsibleModule) -> dict:
         }
         individuals = {
             str(enrollment.get("registrationId")).lower(): {
-                "provisioningStatus": enrollment.get("provisioningStatus") or "enabled"
+                "provisioningStatus": enrollment.get("provisioningStatus") or "enabled",
+                "iotHubs": group_hubs(enrollment),
+                "registrationRead": False,
             }
             for enrollment in client.query_enrollments(ENROLLMENTS, page_size)
         }
@@ -183,13 +214,7 @@ def read_states(module: AnsibleModule) -> dict:
             try:
                 records = client.query_registrations(group_id, page_size)
             except ServiceError as error:
-                if error.status not in (401, 403) or not error.authenticated:
-                    raise
-                module.warn(
-                    f"{SUBJECT}: policy {client.credentials.policy_name} may not read registration records "
-                    "(RegistrationStatusRead); each device looks its registration up itself, one DPS operation per "
-                    "device and run - give the policy RegistrationStatusRead (DPS > Shared access policies)"
-                )
+                no_permission(module, client, error)
                 complete = False
                 registrations = {}
                 break
@@ -199,6 +224,22 @@ def read_states(module: AnsibleModule) -> dict:
                     continue
                 compact = {name: record[name] for name in RECORD_FIELDS if record.get(name) is not None}
                 registrations[registration_id.lower()] = dict(compact, enrollmentGroupId=group_id)
+        if complete and params["individual_registrations"]:
+            for registration_id, individual in sorted(individuals.items()):
+                if individual["provisioningStatus"] != "enabled":
+                    continue
+                try:
+                    record = client.get(REGISTRATIONS, registration_id)
+                except ServiceError as error:
+                    no_permission(module, client, error)
+                    complete = False
+                    registrations = {}
+                    break
+                individual["registrationRead"] = True
+                if record is not None:
+                    registrations[registration_id] = {
+                        name: record[name] for name in RECORD_FIELDS if record.get(name) is not None
+                    }
     except DpsError as error:
         fail_service_error(module, client, error)
     return {

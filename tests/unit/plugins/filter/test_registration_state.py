@@ -68,6 +68,24 @@ def test_a_device_with_an_individual_enrollment_looks_itself_up() -> None:
     assert registration_state(known(), "pi-0007") is None
 
 
+def test_an_enabled_individual_enrollment_whose_record_was_read_gives_its_record_and_its_hubs() -> None:
+    individuals = {
+        "pi-0007": {"provisioningStatus": "enabled", "iotHubs": ["other.azure-devices.net"], "registrationRead": True},
+        "pi-0008": {"provisioningStatus": "enabled", "iotHubs": [], "registrationRead": True},
+        "pi-0009": {"provisioningStatus": "enabled", "iotHubs": [], "registrationRead": False},
+    }
+    record = {"registrationId": "pi-0007", "status": "assigned", "assignedHub": HUB, "deviceId": "pi-0007"}
+    result = known(individual_enrollments=individuals, registrations={"pi-0007": record})
+    assert registration_state(result, "PI-0007") == {
+        "status": "assigned",
+        "assigned_hub": HUB,
+        "device_id": "pi-0007",
+        "enrollment_iot_hubs": ["other.azure-devices.net"],
+    }
+    assert registration_state(result, "pi-0008") == {}  # read, no record: registers at once
+    assert registration_state(result, "pi-0009") is None  # not read: looks itself up
+
+
 @pytest.mark.parametrize(
     "result",
     [

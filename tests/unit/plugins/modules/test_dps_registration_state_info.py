@@ -3,7 +3,8 @@ over TLS): what DPS knows of a fleet's registrations, in one request per enrollm
 
 from __future__ import annotations
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS
+from ansible_collections.iotfleet.aziot.plugins.filter.registration_state import registration_state
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS, ENROLLMENTS
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_registration_state_info
 from tests.support.dps_fakes import EMULATED_HUB
 
@@ -44,7 +45,11 @@ def test_every_group_every_individual_and_the_records_of_the_enabled_groups(dps_
     methods = dps_module.methods()
     # every group and every individual enrollment (pages of two: other tests' groups too), then the records
     assert methods[0] == "POST enrollmentGroups/query" and "POST enrollments/query" in methods
-    assert all(method.startswith("POST ") and method.endswith("/query") for method in methods)
+    # queries, and a GET of the record of each enabled individual enrollment (other tests' ones)
+    assert all(
+        (method.startswith("POST ") and method.endswith("/query")) or method.startswith("GET registrations/")
+        for method in methods
+    )
     assert methods.count("POST registrations/unit-states/query") == 2  # three records, two a page
     assert out["requests"] == len(methods)
     assert dps_module.calls[0]["headers"]["x-ms-max-item-count"] == "2"
@@ -82,3 +87,50 @@ def test_page_size_must_be_positive(dps_module):
     result = run(dps_module, page_size=0)
     assert result.failed and result.result["msg"] == "registration states: page_size must be a positive number"
     assert dps_module.calls == []
+
+
+def individual(harness, emulator_pki, registration_id: str, status: str, hubs: list[str]):
+    """An individual X.509 enrollment for the device (its own certificate), as revoke.yml / replace.yml make them."""
+    made = emulator_pki.device(registration_id)
+    enrollment = {
+        "registrationId": registration_id,
+        "attestation": {
+            "type": "x509",
+            "x509": {"clientCertificates": {"primary": {"certificate": made.issued.pem_text}}},
+        },
+        "provisioningStatus": status,
+        "iotHubs": hubs,
+    }
+    harness.service_client().put(ENROLLMENTS, registration_id, enrollment, None)
+    return made
+
+
+def test_the_records_of_enabled_individual_enrollments_are_read_one_by_one(dps_module, emulator_pki):
+    """The group query does not list them; one GET each gives the devices what a lookup of their own would."""
+    device = individual(dps_module, emulator_pki, "pi-indiv-on", "enabled", [EMULATED_HUB])
+    assert dps_module.device_client("pi-indiv-on", cert=device.full()).register()["status"] == "assigned"
+    individual(dps_module, emulator_pki, "pi-indiv-new", "enabled", [])  # never registered
+    individual(dps_module, emulator_pki, "pi-indiv-off", "disabled", [])
+    dps_module.calls.clear()
+    out = run(dps_module).result
+    methods = dps_module.methods()
+    assert "GET registrations/pi-indiv-on" in methods and "GET registrations/pi-indiv-new" in methods
+    assert "GET registrations/pi-indiv-off" not in methods  # DPS refuses it: the device's own lookup says so
+    assert out["individual_enrollments"]["pi-indiv-on"] == {
+        "provisioningStatus": "enabled",
+        "iotHubs": [EMULATED_HUB],
+        "registrationRead": True,
+    }
+    assert registration_state(out, "pi-indiv-on") == {
+        "status": "assigned",
+        "assigned_hub": EMULATED_HUB,
+        "device_id": "pi-indiv-on",
+        "enrollment_iot_hubs": [EMULATED_HUB],
+    }
+    assert registration_state(out, "pi-indiv-new") == {}  # no record: it registers without a lookup
+    assert registration_state(out, "pi-indiv-off") is None
+
+    dps_module.calls.clear()
+    without = run(dps_module, individual_registrations=False).result
+    assert not [method for method in dps_module.methods() if method.startswith("GET ")]
+    assert registration_state(without, "pi-indiv-on") is None and "pi-indiv-on" not in without["registrations"]
