@@ -5,7 +5,8 @@
    a CSR (CN = registration id) and the current certificate.
 2. Here, on the controller: decide whether the certificate must be (re-)issued; if so sign the CSR
    with the CA key, which is read here and never sent anywhere.
-3. The module runs again (PHASE_INSTALL) only when there is a certificate to write.
+3. Only when there is a certificate or chain to write: one plain shell command writes them (_plain_install: atomic,
+   owner, group, mode) when the read below showed a device it can trust with that, else the module (PHASE_INSTALL).
 
 On a re-run the device is usually as it should be. Step 1 then starts with one plain shell command instead of the
 module (`_read_inspect`): it prints the certificate, the full chain, the owner/group/mode of the files and
@@ -30,6 +31,7 @@ import shlex
 import tempfile
 
 from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.iotfleet.aziot.plugins.filter.connection_problem import connection_problem
@@ -60,8 +62,11 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import (
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
 from ansible_collections.iotfleet.aziot.plugins.plugin_utils._device_read import (
+    INSTALLED,
     attributes_match,
     file_section,
+    install_command,
+    octal_mode,
     parse_stat,
     read_device,
     selinux_section,
@@ -177,6 +182,7 @@ class ActionModule(ActionBase):
             return result
 
     def _ensure(self, result: dict, task_vars):
+        self._plain_device = False
         validation, _new_args = self.validate_argument_spec(argument_spec=argument_spec())
         params = validation.validated_parameters
         if not HAS_CRYPTOGRAPHY:
@@ -282,7 +288,11 @@ class ActionModule(ActionBase):
             if chain_changed:
                 result["changed"] = True
 
-        if install_args and not self._task.check_mode:
+        if install_args and not self._task.check_mode and self._plain_install(params, install_args):
+            result["changed"] = True
+            result["device_install"] = "plain"
+        elif install_args and not self._task.check_mode:
+            result["device_install"] = "module"
             installed = self._execute_module(
                 module_name=MODULE,
                 module_args=dict(device_args, _phase=PHASE_INSTALL, **install_args),
@@ -311,6 +321,27 @@ class ActionModule(ActionBase):
             }
         return result
 
+    def _plain_install(self, params: dict, install_args: dict) -> bool:
+        """Write the new certificate and/or full chain with one plain command instead of the module (atomic, with
+        their owner, group and mode), when this task's read showed a device it can trust with that: no SELinux,
+        an octal cert_mode, no backup wanted. False - nothing was written, or something failed: the module writes
+        them and says why if it cannot."""
+        mode = octal_mode(params["cert_mode"])
+        if not self._plain_device or params["backup"] or mode is None:
+            return False
+        files = []
+        if install_args.get("_certificate"):
+            files.append((params["cert_path"], install_args["_certificate"].encode("ascii")))
+        if install_args.get("_full_chain"):
+            files.append((params["full_chain_path"], install_args["_full_chain"].encode("ascii")))
+        command = install_command(files, params["cert_owner"], params["cert_group"], mode)
+        try:
+            answer = self._low_level_execute_command(command)
+        except AnsibleError:
+            return False
+        output = to_text(answer.get("stdout", ""), errors="surrogate_or_strict")
+        return answer.get("rc") == 0 and INSTALLED in output.split()
+
     def _read_inspect(self, params: dict, ca_cert, ca_chain: list | None) -> dict | None:
         """What PHASE_INSPECT would return, from one plain read of the device, when it shows nothing to change on the
         device (no key, certificate, chain, owner or mode to write); None when the module must run and decide."""
@@ -332,6 +363,7 @@ class ActionModule(ActionBase):
         read = read_device(self, sections)
         if read is None or read["selinux"].strip():
             return None
+        self._plain_device = True  # the install too may be a plain command (_plain_install)
         for index, (owner, group, mode) in enumerate(directories.values()):
             if not attributes_match(parse_stat(read[f"stat_dir{index}"]), "directory", owner, group, mode):
                 return None

@@ -14,8 +14,13 @@ description:
     signed by the given (intermediate) CA. One task does it all.
   - This is an action plugin paired with a module. The module runs on the device, creates or reuses the
     device private key and returns a certificate signing request; the action plugin signs the CSR on the
-    controller with the CA key; the module then writes the certificate on the device.
+    controller with the CA key; the certificate and full chain are then written on the device.
     The device private key never leaves the device and the CA private key never leaves the controller.
+  - A device as it should be costs one plain shell command and no module (RV(device_check)); a new certificate or
+    chain is written by one plain shell command too - atomically, with its owner, group and mode - when that read
+    showed no SELinux, O(cert_mode) is octal and O(backup) is off (RV(device_install)). The device then needs
+    C(openssl), C(base64), C(stat), C(mktemp) and C(sync) (Debian's coreutils and openssl); without them the module
+    does it all, as before.
   - The certificate is (re-)issued when it is missing or unparseable, was issued for another key, by another
     CA, with a CN other than O(registration_id), has a key of another type, is not yet valid or expired, or
     expires within O(renew_before) days. The reasons are returned in RV(reissue_reasons).
@@ -240,6 +245,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+device_install:
+  description:
+    - How the new certificate and/or full chain were written. V(plain) - one plain shell command (temporary file
+      in the same directory, owner, group and mode, C(sync), rename). V(module) - by the module (with O(backup),
+      on SELinux, with a symbolic O(cert_mode), or when the plain command failed).
+  returned: when a certificate or full chain was written
+  type: str
+  choices: [plain, module]
+  sample: plain
 device_check:
   description:
     - How the device was checked. V(read) - one plain shell command printed the certificate, the full chain, the

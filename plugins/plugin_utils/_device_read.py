@@ -113,3 +113,35 @@ def attributes_match(found: dict | None, kind: str, owner, group, mode) -> bool:
 def selinux_section() -> Section:
     """`on` when SELinux is enabled: file contexts the read does not compare, so the module must decide."""
     return "selinux", "if test -e /sys/fs/selinux/enforce; then echo on; fi"
+
+
+INSTALLED = "iotfleet-installed"
+
+
+def install_command(files: t.Sequence[tuple[str, bytes]], owner, group, mode: int) -> str:
+    """One shell command that replaces each (path, content) atomically - a temporary file in the same directory,
+    created 0600 by mktemp, given its owner, group and mode, flushed to disk, then renamed over the path - and prints
+    INSTALLED when all went through. For public files (certificates): the content is on the command line."""
+    parts = ["set -e"]
+    ownership = ":".join(str(part) for part in (owner, group) if part is not None)
+    for index, (path, content) in enumerate(files):
+        directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
+        template = (directory or "/") + "/." + name + ".XXXXXX"
+        temporary = f"t{index}"
+        parts += [
+            f"{temporary}=$(mktemp -- {shlex.quote(template)})",
+            f"printf '%s' {shlex.quote(base64.b64encode(content).decode('ascii'))} | base64 -d > \"${temporary}\"",
+        ]
+        if owner is not None:
+            parts.append(f'chown -- {shlex.quote(ownership)} "${temporary}"')
+        elif group is not None:
+            parts.append(f'chgrp -- {shlex.quote(str(group))} "${temporary}"')
+        parts += [
+            f'chmod -- {mode:o} "${temporary}"',
+            f'sync -- "${temporary}"',
+            f'mv -f -- "${temporary}" {shlex.quote(path)}',
+        ]
+    parts.append(f"echo {INSTALLED}")
+    # On any failure: no temporary file left behind (the paths keep what they held).
+    cleanup = " ".join(f'"${{t{index}:-}}"' for index in range(len(files)))
+    return f"trap 'rm -f -- {cleanup} 2>/dev/null' EXIT; " + "; ".join(parts)

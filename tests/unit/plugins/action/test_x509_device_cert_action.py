@@ -92,10 +92,11 @@ def controller(tmp_path: Path) -> Controller:
 
 
 def test_signs_on_the_controller_and_sends_the_device_only_its_own_options(controller: Controller) -> None:
-    result = controller.run(ca_key_passphrase=None, valid_days=90)
+    result = controller.run(ca_key_passphrase=None, valid_days=90, read=False)  # the module installs too
     assert not result.get("failed"), result
     assert (result["changed"], result["reissued"], result["key_generated"]) == (True, True, True)
     assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT, PHASE_INSTALL]
+    assert (result["device_check"], result["device_install"]) == ("module", "module")
     for sent in controller.sent:
         assert not set(sent) & set(controller_argument_spec()), sorted(sent)
         assert set(sent) - {"_phase", "_certificate", "_full_chain"} == set(device_argument_spec())
@@ -403,3 +404,29 @@ def test_a_device_without_openssl_is_checked_by_the_module(controller: Controlle
     monkeypatch.setenv("PATH", "/nonexistent")  # the read's commands and openssl are not found
     result = controller.run(**args)
     assert (result["changed"], result["device_check"]) == (False, "module")
+
+
+def test_the_new_certificate_and_chain_are_written_by_one_plain_command(controller: Controller) -> None:
+    """After the device's read (no SELinux, an octal cert_mode, no backup): no install module, the same files."""
+    args = chain_args(controller, cert_mode="0640")
+    result = controller.run(**args)
+    assert (result["changed"], result["device_install"]) == (True, "plain"), result
+    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT]
+    assert "PRIVATE" not in controller.reads[-1] and "iotfleet-installed" in controller.reads[-1]
+    cert_path, chain_path = Path(args["cert_path"]), Path(args["full_chain_path"])
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert issued_by(cert, controller.pki.intermediate.cert)
+    assert chain_path.read_text().startswith(cert_path.read_text()) and chain_path.read_text().count("BEGIN") == 3
+    assert {oct(path.stat().st_mode & 0o7777) for path in (cert_path, chain_path)} == {"0o640"}
+    assert sorted(p.name for p in cert_path.parent.iterdir()) == sorted([cert_path.name, chain_path.name])
+    again = controller.run(**args)
+    assert (again["changed"], again["device_check"], "device_install" in again) == (False, "read", False)
+
+
+def test_a_plain_install_that_fails_leaves_it_to_the_module(controller: Controller, monkeypatch) -> None:
+    monkeypatch.setattr(action, "install_command", lambda *_args: "exit 3")
+    args = chain_args(controller)
+    result = controller.run(**args)
+    assert (result["changed"], result["device_install"]) == (True, "module"), result
+    assert [sent["_phase"] for sent in controller.sent] == [PHASE_INSPECT, PHASE_INSTALL]
+    assert controller.run(**args)["changed"] is False

@@ -10,8 +10,10 @@ import subprocess
 import pytest
 
 from ansible_collections.iotfleet.aziot.plugins.plugin_utils._device_read import (
+    INSTALLED,
     attributes_match,
     file_section,
+    install_command,
     octal_mode,
     parse_read,
     parse_stat,
@@ -85,3 +87,25 @@ def test_stat_of_a_file_a_directory_and_nothing(tmp_path):
 )
 def test_modes_the_read_can_compare(mode, number):
     assert octal_mode(mode) == number
+
+
+def test_install_replaces_each_file_atomically_with_its_mode(tmp_path):
+    (tmp_path / "cert.pem").write_text("old")
+    files = [(str(tmp_path / "cert.pem"), b"new cert\n"), (str(tmp_path / "chain.pem"), b"new chain\n")]
+    done = subprocess.run(["/bin/sh", "-c", install_command(files, None, None, 0o640)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == [INSTALLED], done
+    assert (tmp_path / "cert.pem").read_bytes() == b"new cert\n" and (
+        tmp_path / "chain.pem"
+    ).read_bytes() == b"new chain\n"
+    assert {oct((tmp_path / name).stat().st_mode & 0o7777) for name in ("cert.pem", "chain.pem")} == {"0o640"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cert.pem", "chain.pem"]  # no temporary file left
+
+
+def test_an_install_that_fails_says_nothing_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "cert.pem").write_text("old")
+    files = [(str(tmp_path / "cert.pem"), b"new\n")]
+    command = install_command(files, "no-such-user-here", None, 0o644)
+    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode != 0 and INSTALLED not in done.stdout
+    assert (tmp_path / "cert.pem").read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["cert.pem"]
