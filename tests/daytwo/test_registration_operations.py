@@ -203,10 +203,12 @@ def test_a_revoked_device_is_refused_and_registers_once_reinstated(fleet: Simula
     assert reinstated.returncode == 0, reinstated.output()
     record = fleet.service("dps_enrollment_info", kind="registration", id=host)["registrations"]
     assert record and record[0]["status"] == "assigned", record
-    # On its individual enrollment it looks itself up (one lookup), and is not registered again.
-    operations, rerun = device_operations(fleet, lambda: fleet.playbook("provision.yml", "-l", host))
+    # On its individual enrollment, which the group query does not list, the controller reads its registration
+    # record (one GET, dps_registration_state_info): the device sends nothing and is not registered again.
+    operations, rerun = device_operations(fleet, lambda: fleet.playbook("provision.yml", "-l", host, "-v"))
     assert rerun.returncode == 0 and changed_hosts(rerun) == set(), rerun.output()
-    assert operations == {"register": 0, "lookup": 1}, operations
+    assert operations == {"register": 0, "lookup": 0}, operations
+    assert '"device_check": "read"' in rerun.stdout and '"device_check": "module"' not in rerun.stdout, rerun.output()
 
 
 def test_a_disabled_enrollment_group_is_noticed_and_its_device_registers_once_enabled(
