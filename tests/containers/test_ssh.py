@@ -102,8 +102,22 @@ def _check_connection_playbook(tmp_path: Path) -> Path:
     return playbook
 
 
-def test_sudo_asking_for_a_password_is_one_line_with_the_fix(fleet: Path, tmp_path: Path) -> None:
-    result = _playbook(fleet, tmp_path, [SUDO_PASSWORD], _check_connection_playbook(tmp_path))
+def _device_packages_playbook(tmp_path: Path) -> Path:
+    """device_identity's package query: the first round trip to a device in provision.yml (a plain command)."""
+    playbook = tmp_path / "packages.yml"
+    playbook.write_text(
+        "- name: Check the device packages\n  hosts: devices\n  gather_facts: false\n  tasks:\n"
+        "    - name: Query them\n      ansible.builtin.include_role:\n"
+        "        name: iotfleet.aziot.device_identity\n        tasks_from: dependencies.yml\n",
+        encoding="utf-8",
+    )
+    return playbook
+
+
+@pytest.mark.parametrize("first_task", ["check_connection", "device_packages"])
+def test_sudo_asking_for_a_password_is_one_line_with_the_fix(fleet: Path, tmp_path: Path, first_task: str) -> None:
+    playbook = (_check_connection_playbook if first_task == "check_connection" else _device_packages_playbook)(tmp_path)
+    result = _playbook(fleet, tmp_path, [SUDO_PASSWORD], playbook)
     assert result.returncode != 0
     expected = (
         f"{SUDO_PASSWORD.name}: sudo on the device asks pi for a password; give pi passwordless sudo "
