@@ -208,38 +208,38 @@ def read_states(module: AnsibleModule) -> dict:
             }
             for enrollment in client.query_enrollments(ENROLLMENTS, page_size)
         }
-        for group_id, group in sorted(groups.items()):
-            if group["provisioningStatus"] != "enabled":
-                continue
+        # One query per enabled group (paged), then one GET per enabled individual enrollment: the query lists a
+        # group's devices only.
+        reads = [
+            (group_id, None) for group_id, group in sorted(groups.items()) if group["provisioningStatus"] == "enabled"
+        ]
+        if params["individual_registrations"]:
+            reads += [
+                (None, registration_id)
+                for registration_id, individual in sorted(individuals.items())
+                if individual["provisioningStatus"] == "enabled"
+            ]
+        for group_id, registration_id in reads:
             try:
-                records = client.query_registrations(group_id, page_size)
+                if group_id is not None:
+                    records = client.query_registrations(group_id, page_size)
+                else:
+                    records = [record for record in [client.get(REGISTRATIONS, registration_id)] if record]
             except ServiceError as error:
                 no_permission(module, client, error)
                 complete = False
                 registrations = {}
                 break
+            if registration_id is not None:
+                individuals[registration_id]["registrationRead"] = True
             for record in records:
-                registration_id = record.get("registrationId")
-                if not isinstance(registration_id, str):
+                record_id = record.get("registrationId")
+                if not isinstance(record_id, str):
                     continue
                 compact = {name: record[name] for name in RECORD_FIELDS if record.get(name) is not None}
-                registrations[registration_id.lower()] = dict(compact, enrollmentGroupId=group_id)
-        if complete and params["individual_registrations"]:
-            for registration_id, individual in sorted(individuals.items()):
-                if individual["provisioningStatus"] != "enabled":
-                    continue
-                try:
-                    record = client.get(REGISTRATIONS, registration_id)
-                except ServiceError as error:
-                    no_permission(module, client, error)
-                    complete = False
-                    registrations = {}
-                    break
-                individual["registrationRead"] = True
-                if record is not None:
-                    registrations[registration_id] = {
-                        name: record[name] for name in RECORD_FIELDS if record.get(name) is not None
-                    }
+                if group_id is not None:
+                    compact["enrollmentGroupId"] = group_id
+                registrations[record_id.lower()] = compact
     except DpsError as error:
         fail_service_error(module, client, error)
     return {

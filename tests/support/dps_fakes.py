@@ -8,6 +8,8 @@ no waiting.
   emulator, the module's transport is the real one (`_http.urls_transport`, over TLS) answered by that DPS emulator
   instead of a script, still recorded, still on the fake clock (so no Retry-After is waited for).
 - `emulator_config(pki)`: the emulator the DPS modules' unit tests run against (`EMULATED_*` below, every policy).
+- `individual_enrollment(harness, pki, registration_id, status, iot_hubs)`: an individual X.509 enrollment for a device
+  of `pki` (its own certificate, as revoke.yml / replace.yml make them), put through the service API; the device.
 
 Scripted replies are for what the emulator cannot produce (a reset mid-body, a failed assignment, a 403 ...): the
 rest runs against the emulator, so that the modules and the emulator cannot drift apart.
@@ -68,6 +70,22 @@ def emulator_config(pki) -> dict:
         shared_access_policies=policies,
         defaults={"assignment_delay": 0, "retry_after": 2},
     )
+
+
+def individual_enrollment(harness, pki, registration_id: str, status: str, iot_hubs: list[str] | None = None):
+    made = pki.device(registration_id)
+    enrollment = {
+        "registrationId": registration_id,
+        "attestation": {
+            "type": "x509",
+            "x509": {"clientCertificates": {"primary": {"certificate": made.issued.pem_text}}},
+        },
+        "provisioningStatus": status,
+    }
+    if iot_hubs is not None:
+        enrollment["iotHubs"] = iot_hubs
+    harness.service_client().put(_dps_service.ENROLLMENTS, registration_id, enrollment, None)
+    return made
 
 
 def reply(status: int, body=None, **headers) -> Response:

@@ -9,9 +9,8 @@ import json
 
 import pytest
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENTS
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_register
-from tests.support.dps_fakes import EMULATED_GROUP_KEY, EMULATED_HUB, EMULATED_ID_SCOPE, reply
+from tests.support.dps_fakes import EMULATED_GROUP_KEY, EMULATED_HUB, EMULATED_ID_SCOPE, individual_enrollment, reply
 
 GROUP_KEY = EMULATED_GROUP_KEY
 
@@ -212,17 +211,7 @@ def test_bad_symmetric_key(harness):
 
 def disable(harness, emulator_pki, registration_id) -> dict:
     """A disabled individual enrollment for the device (its own certificate): how DPS blocks one device."""
-    made = emulator_pki.device(registration_id)
-    enrollment = {
-        "registrationId": registration_id,
-        "attestation": {
-            "type": "x509",
-            "x509": {"clientCertificates": {"primary": {"certificate": made.issued.pem_text}}},
-        },
-        "provisioningStatus": "disabled",
-    }
-    harness.service_client().put(ENROLLMENTS, registration_id, enrollment, None)
-    return made.files()
+    return individual_enrollment(harness, emulator_pki, registration_id, "disabled").files()
 
 
 def test_disabled_result(harness, emulator_pki):

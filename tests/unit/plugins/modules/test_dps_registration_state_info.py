@@ -4,9 +4,9 @@ over TLS): what DPS knows of a fleet's registrations, in one request per enrollm
 from __future__ import annotations
 
 from ansible_collections.iotfleet.aziot.plugins.filter.registration_state import registration_state
-from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS, ENROLLMENTS
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_registration_state_info
-from tests.support.dps_fakes import EMULATED_HUB
+from tests.support.dps_fakes import EMULATED_HUB, individual_enrollment
 
 
 def run(harness, policy="provisioningserviceowner", **args):
@@ -89,28 +89,12 @@ def test_page_size_must_be_positive(dps_module):
     assert dps_module.calls == []
 
 
-def individual(harness, emulator_pki, registration_id: str, status: str, hubs: list[str]):
-    """An individual X.509 enrollment for the device (its own certificate), as revoke.yml / replace.yml make them."""
-    made = emulator_pki.device(registration_id)
-    enrollment = {
-        "registrationId": registration_id,
-        "attestation": {
-            "type": "x509",
-            "x509": {"clientCertificates": {"primary": {"certificate": made.issued.pem_text}}},
-        },
-        "provisioningStatus": status,
-        "iotHubs": hubs,
-    }
-    harness.service_client().put(ENROLLMENTS, registration_id, enrollment, None)
-    return made
-
-
 def test_the_records_of_enabled_individual_enrollments_are_read_one_by_one(dps_module, emulator_pki):
     """The group query does not list them; one GET each gives the devices what a lookup of their own would."""
-    device = individual(dps_module, emulator_pki, "pi-indiv-on", "enabled", [EMULATED_HUB])
+    device = individual_enrollment(dps_module, emulator_pki, "pi-indiv-on", "enabled", [EMULATED_HUB])
     assert dps_module.device_client("pi-indiv-on", cert=device.full()).register()["status"] == "assigned"
-    individual(dps_module, emulator_pki, "pi-indiv-new", "enabled", [])  # never registered
-    individual(dps_module, emulator_pki, "pi-indiv-off", "disabled", [])
+    individual_enrollment(dps_module, emulator_pki, "pi-indiv-new", "enabled", [])  # never registered
+    individual_enrollment(dps_module, emulator_pki, "pi-indiv-off", "disabled", [])
     dps_module.calls.clear()
     out = run(dps_module).result
     methods = dps_module.methods()
