@@ -6,6 +6,7 @@ what the controller sends to the device and what the device writes, without ansi
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +43,7 @@ class Controller:
         self.device = device
         self.sent: list[dict] = []  # module_args of every module call, in order
         self.reads: list[str] = []  # every plain command the plugin ran on the device (here: this machine)
+        self.outputs: list[bytes] = []  # and what each printed
         self.warnings: list[str] = []
 
     def args(self, **extra) -> dict:
@@ -64,6 +66,7 @@ class Controller:
         plugin = action.ActionModule(task, connection, None, loader, None, None)
         self.sent.clear()
         self.reads.clear()
+        self.outputs.clear()
 
         def execute_module(module_name, module_args, task_vars):
             assert module_name == "iotfleet.aziot.x509_device_cert"
@@ -74,6 +77,7 @@ class Controller:
         def low_level_execute_command(command, *_args, **_kwargs):
             self.reads.append(command)
             done = subprocess.run(["/bin/sh", "-c", command if read else "exit 1"], capture_output=True, check=False)
+            self.outputs.append(done.stdout)
             return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
         with (
@@ -340,7 +344,11 @@ def test_a_device_as_it_should_be_gets_the_module_s_answer_from_one_read(control
     assert by_module["device_check"] == "module" and [s["_phase"] for s in controller.sent] == [PHASE_INSPECT]
     by_read = controller.run(**args)
     assert by_read["device_check"] == "read" and controller.sent == [] and len(controller.reads) == 1
-    assert "PRIVATE" not in controller.reads[0] or "pkey -pubout" in controller.reads[0]
+    # What came back from the device: the key's public half, never the key (each section is base64 on its own line).
+    sections = [base64.b64decode(line) for line in controller.outputs[0].split() if not line.startswith(b"iotfleet-")]
+    key = serialization.load_pem_private_key(Path(args["key_path"]).read_bytes(), None)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert public in sections and not [section for section in sections if b"PRIVATE" in section]
     assert dict(by_read, device_check="module") == by_module
     check = controller.run(check_mode=True, **args)
     assert (check["changed"], check["device_check"]) == (False, "read")
