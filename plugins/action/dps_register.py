@@ -61,7 +61,8 @@ class ActionModule(ActionBase):
             required_by=REQUIRED_BY,
         )
         params = validation.validated_parameters
-        x509_check = self._task.check_mode and params["attestation"] == "x509"
+        # An empty id_scope is the module's one-line refusal, in check mode too.
+        x509_check = self._task.check_mode and params["attestation"] == "x509" and params["id_scope"].strip()
         if no_request_candidate(params) or x509_check:
             answer = self._no_request(params)
             if answer is not None:

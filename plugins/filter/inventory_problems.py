@@ -15,8 +15,15 @@ description:
     C(device_identity_registration_id) (default: the inventory name) is a valid DPS registration id and an X.509
     certificate CN (the rule of the P(iotfleet.aziot.registration_id#test) test, at most 64 characters); with X.509
     attestation, C(dps_registration_registration_id) equals it; C(device_identity_key_type) and
-    C(dps_registration_attestation) are known values; no two hosts share a registration id (compared ignoring
-    case, as DPS does)."
+    C(dps_registration_attestation) are known values; with symmetric-key attestation,
+    C(dps_registration_group_key) or C(dps_registration_symmetric_key) is set; no two hosts share a registration id
+    (compared ignoring case, as DPS does)."
+  - "Every input of the device roles a host sets (its inventory, group and extra variables) is also checked against
+    the role's argument specification (C(meta/argument_specs.yml) of C(iotfleet.aziot.device_identity) and
+    C(iotfleet.aziot.dps_registration), entry point C(main)): types, choices, list elements. C(provision.yml) imports
+    these roles with C(rolespec_validate=false), so that a device does not pay for two validation tasks on every run;
+    this check, once for the whole inventory, takes their place. What a host leaves unset is the role default, valid
+    by construction."
 extends_documentation_fragment:
   - iotfleet.aziot.inventory.hostvars
 options:
@@ -49,16 +56,52 @@ _value:
     digits, - . _ :, ending with a letter, a digit or -; no spaces)']
 """
 
+import functools
 import json
+from pathlib import Path
 
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from jinja2 import Undefined
 
-from ansible_collections.iotfleet.aziot.plugins.module_utils._pki import DEFAULT_DEVICE_KEY_TYPE, KEY_TYPES
 from ansible_collections.iotfleet.aziot.plugins.module_utils._registration_id import registration_id_problem
 
-# dps_register's attestation choices, and the roles' defaults for what a host leaves unset.
-ATTESTATIONS = ("x509", "symmetric_key")
+# The roles' defaults for what a host leaves unset.
 DEFAULT_ATTESTATION = "x509"
+
+# The device roles whose inputs are checked here, once, instead of by a validation task per device (provision.yml
+# imports them with rolespec_validate: false).
+VALIDATED_ROLES = (("device_identity", "main"), ("dps_registration", "main"))
+ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
+# What ArgumentSpecValidator does not take (documentation), or must not apply here: a default would stand for a value
+# the host did not set, and only what a host sets is checked.
+SPEC_KEYS_LEFT_OUT = ("description", "default", "required", "version_added")
+
+
+@functools.lru_cache(maxsize=None)
+def role_validator(role: str, entry_point: str) -> tuple[ArgumentSpecValidator, tuple[str, ...]]:
+    """The validator of a role entry point's options (its meta/argument_specs.yml), and their names."""
+    specs = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text(encoding="utf-8"))
+    options = specs["argument_specs"][entry_point]["options"]
+    spec = {
+        name: {key: value for key, value in option.items() if key not in SPEC_KEYS_LEFT_OUT}
+        for name, option in options.items()
+    }
+    return ArgumentSpecValidator(spec), tuple(options)
+
+
+def _role_input_problems(host: str, host_vars) -> list[str]:
+    """The argument-spec errors of the device roles' inputs the host sets, one line each, naming the host."""
+    problems = []
+    for role, entry_point in VALIDATED_ROLES:
+        validator, names = role_validator(role, entry_point)
+        unset = object()
+        provided = {name: value for name in names if (value := _get(host_vars, name, unset)) is not unset}
+        if not provided:
+            continue
+        result = validator.validate(provided)
+        problems.extend(f"{host}: {message} (role {role})" for message in result.error_messages)
+    return problems
 
 
 def _get(host_vars, name: str, default):
@@ -90,14 +133,16 @@ def _host_problems(host: str, host_vars, registration_id: str) -> list[str]:
             f"device_identity_registration_id {json.dumps(registration_id)} (X.509: the registration id is the "
             "certificate CN)"
         )
-    key_type = _get(host_vars, "device_identity_key_type", DEFAULT_DEVICE_KEY_TYPE)
-    if key_type not in KEY_TYPES:
-        problems.append(f"{host}: device_identity_key_type {json.dumps(key_type)} is not one of {', '.join(KEY_TYPES)}")
-    if attestation not in ATTESTATIONS:
+    if attestation == "symmetric_key" and not any(
+        str(_get(host_vars, name, "") or "").strip()
+        for name in ("dps_registration_group_key", "dps_registration_symmetric_key")
+    ):
         problems.append(
-            f"{host}: dps_registration_attestation {json.dumps(attestation)} is not one of {', '.join(ATTESTATIONS)}"
+            f"{host}: dps_registration_attestation is symmetric_key and neither dps_registration_group_key (the "
+            "enrollment group's key) nor dps_registration_symmetric_key (the device's own) is set"
         )
-    return problems
+    # Types and choices (the key type, the attestation ...): the roles' argument specs, the one definition of them.
+    return problems + _role_input_problems(host, host_vars)
 
 
 def inventory_problems(hosts: list, hostvars) -> list[str]:

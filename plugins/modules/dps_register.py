@@ -388,7 +388,10 @@ def check_options(module: AnsibleModule) -> None:
     if problem:
         module.fail_json(msg=problem)
     if not params["id_scope"].strip():
-        module.fail_json(msg=f"{registration_id}: id_scope must not be empty")
+        module.fail_json(
+            msg=f"{registration_id}: id_scope is empty: set it to the DPS ID scope (Azure portal: DPS > Overview > "
+            "ID Scope; in the roles, dps_registration_id_scope)"
+        )
     try:
         split_provisioning_host(params["provisioning_host"])
     except ValueError as error:

@@ -48,9 +48,15 @@ def test_every_problem_at_once_in_one_line_each(tmp_path: Path) -> None:
         "broken-space": {"device_identity_registration_id": "line 3 press"},
         "pi-long": {"device_identity_registration_id": "p" * 65},
         "pi-mismatch": {"dps_registration_registration_id": "someone-else"},
-        "pi-sym": {"dps_registration_registration_id": "other-id", "dps_registration_attestation": "symmetric_key"},
+        "pi-sym": {
+            "dps_registration_registration_id": "other-id",
+            "dps_registration_attestation": "symmetric_key",
+            "dps_registration_group_key": "c3ltbWV0cmljLWdyb3VwLWtleQ==",
+        },
+        "pi-sym-no-key": {"dps_registration_attestation": "symmetric_key", "dps_registration_symmetric_key": " "},
         "pi-key": {"device_identity_key_type": "ec-256"},
         "pi-tpm": {"dps_registration_attestation": "tpm"},
+        "pi-days": {"device_identity_valid_days": "a year"},
         "broken-duplicate": {"device_identity_registration_id": "pi-ok"},
         "pi-case": {},
         "broken-case": {"device_identity_registration_id": "PI-Case"},
@@ -72,8 +78,16 @@ def test_every_problem_at_once_in_one_line_each(tmp_path: Path) -> None:
         "letters, digits, - . _ :, ending with a letter, a digit or -; no spaces)",
         'pi-mismatch: dps_registration_registration_id \\"someone-else\\" differs from device_identity_registration_id'
         ' \\"pi-mismatch\\" (X.509: the registration id is the certificate CN)',
-        'pi-key: device_identity_key_type \\"ec-256\\" is not one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096',
-        'pi-tpm: dps_registration_attestation \\"tpm\\" is not one of x509, symmetric_key',
+        "pi-sym-no-key: dps_registration_attestation is symmetric_key and neither dps_registration_group_key (the "
+        "enrollment group's key) nor dps_registration_symmetric_key (the device's own) is set",
+        # Types and choices: the roles' argument specs (provision.yml imports the device roles without their
+        # per-device validation task).
+        "pi-key: value of device_identity_key_type must be one of: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, "
+        "got: ec-256 (role device_identity)",
+        "pi-tpm: value of dps_registration_attestation must be one of: x509, symmetric_key, got: tpm "
+        "(role dps_registration)",
+        "pi-days: argument 'device_identity_valid_days' is of type str and we were unable to convert to int: "
+        "\\\"'a year'\\\" cannot be converted to an int (role device_identity)",
         'hosts broken-duplicate, pi-ok: registration id \\"pi-ok\\" is used more than once '
         "(device_identity_registration_id must be unique; DPS ignores case)",
         'hosts broken-case, pi-case: registration id \\"PI-Case\\" / \\"pi-case\\" is used more than once '

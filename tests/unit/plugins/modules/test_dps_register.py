@@ -186,8 +186,14 @@ def test_symmetric_key_needs_a_key(harness):
     del args["group_key"]
     result = register(harness, args)
     assert result.failed
-    assert "symmetric_key" in result.result["msg"]
-    assert "group_key" in result.result["msg"]
+    assert result.result["msg"].startswith("sym-1: attestation=symmetric_key needs symmetric_key or group_key")
+    assert harness.calls == []
+
+
+def test_an_empty_id_scope_is_one_line_with_the_fix(harness):
+    result = register(harness, sym_args(harness, "sym-1", id_scope=" "))
+    assert result.failed
+    assert result.result["msg"].startswith("sym-1: id_scope is empty: set it to the DPS ID scope")
     assert harness.calls == []
 
 
