@@ -546,7 +546,13 @@ def run_cell(args: argparse.Namespace, key_type: str, size: int, repeat: int, wo
             inventories["H"] = cell_dir / "inventory-H.yml"
             write_hub_inventory(inventories["H"], hosts, ca_dir, emulator)
         b_extra = {"bench_ca_dir": str(ca_dir), "bench_key_type": key_type}
-        c_extra = {**b_extra, "bench_dps_endpoint": emulator.url + "/", "bench_id_scope": ID_SCOPE}
+        # dps_registration_id_scope: for C's inventory validation (an extra var: hostvars have no play vars).
+        c_extra = {
+            **b_extra,
+            "bench_dps_endpoint": emulator.url + "/",
+            "bench_id_scope": ID_SCOPE,
+            "dps_registration_id_scope": ID_SCOPE,
+        }
         dps_extra = {
             "bench_dps_host": f"{emulator.host}:{emulator.port}",
             "bench_id_scope": ID_SCOPE,
