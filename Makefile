@@ -73,14 +73,21 @@ sanity: venv ## ansible-test sanity on a copy of the collection content
 unit: venv ## pytest tests/unit tests/bench (no network, no containers)
 	pytest -q tests/unit tests/bench $(PYTEST_ARGS)
 
-# The DPS emulator's own suite (tests/emulator) runs real mutual TLS, so it lives here too.
-integration: venv ## real playbooks and the DPS emulator's own suite, against the emulator
+# The host's packages (tests/containers/install-host-deps.sh: podman & co., swtpm + tpm2-tools for the software TPM,
+# chromium); it installs only what is missing. Needs root, as the container targets do.
+.PHONY: host-deps
+host-deps: ## install the host packages the tests use (podman, qemu, swtpm, tpm2-tools, chromium)
+	tests/containers/install-host-deps.sh
+
+# The DPS emulator's own suite (tests/emulator) runs real mutual TLS, so it lives here too; its TPM attestation tests
+# drive it with a software TPM (swtpm + tpm2-tools).
+integration: venv host-deps ## real playbooks and the DPS emulator's own suite, against the emulator
 	pytest -q tests/integration tests/emulator $(PYTEST_ARGS)
 
 # The DPS and IoT Hub emulator judged by Microsoft's Node SDKs (docs/dps_emulator.md, "Judged by Microsoft's SDKs"): npm installs
 # the exact versions of tests/sdk/package-lock.json without running install scripts, then the SDKs drive the emulator.
 .PHONY: sdk
-sdk: venv tests/sdk/node_modules/.installed ## Microsoft's Node SDKs (DPS service + device, IoT Hub service) against the emulator
+sdk: venv host-deps tests/sdk/node_modules/.installed ## Microsoft's Node SDKs (DPS service + device + TPM client, IoT Hub service) against the emulator
 	pytest -q tests/sdk $(PYTEST_ARGS)
 
 tests/sdk/node_modules/.installed: tests/sdk/package-lock.json
@@ -100,13 +107,12 @@ daytwo: venv ## renew, replace, revoke, CA rollover, fleet report end to end (si
 # The fleet report page (docs/fleet.md) in headless chromium, at 1,000 devices: sorting, filters, the expiry chart,
 # no wrapping. chromium comes from tests/containers/install-host-deps.sh.
 .PHONY: report
-report: venv ## the fleet report page in headless chromium, at 1,000 devices
+report: venv host-deps ## the fleet report page in headless chromium, at 1,000 devices
 	pytest -q tests/report $(PYTEST_ARGS)
 
 # Container targets (DESIGN.md §7): host packages, then locally built Debian 12 and 13 device images (amd64 and
 # emulated arm64), reached over SSH as pi with sudo. Both steps skip what is already there.
-images: ## install podman & co. and build the Debian 12/13 device images (amd64 + arm64)
-	tests/containers/install-host-deps.sh
+images: host-deps ## install podman & co. and build the Debian 12/13 device images (amd64 + arm64)
 	tests/containers/build-images.sh
 
 containers: venv images ## the device images, and the modules over SSH as pi with sudo

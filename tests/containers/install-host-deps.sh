@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what the host needs to build and run the test containers (DESIGN.md §7):
 # podman + runc (crun fails on our machines), debootstrap, and qemu-user-static +
-# binfmt-support for the emulated arm64 (Raspberry-Pi-like) target, and chromium for the fleet report page's
-# browser test (tests/report, headless).
+# binfmt-support for the emulated arm64 (Raspberry-Pi-like) target, chromium for the fleet report page's
+# browser test (tests/report, headless), and swtpm + tpm2-tools for the software TPMs of the TPM attestation tests
+# (tests/support/swtpm.py).
 # Idempotent and quiet: only calls apt when something is missing. Needs root on Debian 12.
 set -euo pipefail
 
-PACKAGES=(podman runc containernetworking-plugins iptables debootstrap qemu-user-static binfmt-support uidmap fuse-overlayfs slirp4netns chromium)
+PACKAGES=(podman runc containernetworking-plugins iptables debootstrap qemu-user-static binfmt-support uidmap fuse-overlayfs slirp4netns chromium swtpm tpm2-tools)
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "install-host-deps.sh: must run as root (apt-get, binfmt_misc); try: sudo $0" >&2

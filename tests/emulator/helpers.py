@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -105,11 +106,25 @@ individual_enrollments:
 
 # --- a tiny DPS client written for these tests (independent of the collection's client) ---------------------
 def sas_token(registration_id: str, key_b64: str, expiry: int | None = None, variant: str = "encoded", skn=True) -> str:
+    key = base64.b64decode(key_b64)
+    return signed_sas_token(
+        registration_id, lambda data: hmac.new(key, data, hashlib.sha256).digest(), expiry, variant, skn
+    )
+
+
+def signed_sas_token(
+    registration_id: str,
+    sign: Callable[[bytes], bytes],
+    expiry: int | None = None,
+    variant: str = "encoded",
+    skn=True,
+) -> str:
+    """A registration SAS token whose HMAC-SHA256 `sign` computes (in a TPM, for TPM attestation)."""
     resource = f"{ID_SCOPE}/registrations/{registration_id}"
     encoded = urllib.parse.quote(resource, safe="")
     expiry = expiry if expiry is not None else int(time.time()) + 3600
     signed = {"encoded": encoded, "raw": resource, "lower": encoded.replace("%2F", "%2f")}[variant]
-    digest = hmac.new(base64.b64decode(key_b64), f"{signed}\n{expiry}".encode(), hashlib.sha256).digest()
+    digest = sign(f"{signed}\n{expiry}".encode())
     signature = urllib.parse.quote(base64.b64encode(digest).decode(), safe="")
     token = f"SharedAccessSignature sr={encoded}&sig={signature}&se={expiry}"
     return token + "&skn=registration" if skn else token
@@ -131,10 +146,13 @@ class Client:
     def url(self, path: str, api_version: str = API_VERSION, scope: str = ID_SCOPE) -> str:
         return f"{self.emulator.url}/{scope}/registrations/{path}?api-version={api_version}"
 
-    def register(self, registration_id: str, payload=None, **kwargs) -> requests.Response:
+    def register(self, registration_id: str, payload=None, tpm: dict | None = None, **kwargs) -> requests.Response:
+        """PUT register; `tpm` adds {endorsementKey, storageRootKey} (base64) as TPM devices send them."""
         body = {"registrationId": registration_id}
         if payload is not None:
             body["payload"] = payload
+        if tpm is not None:
+            body["tpm"] = tpm
         return requests.put(
             self.url(f"{registration_id}/register", **kwargs),
             json=body,
@@ -163,9 +181,9 @@ class Client:
             timeout=10,
         )
 
-    def provision(self, registration_id: str, payload=None, deadline: float = 10.0) -> dict:
+    def provision(self, registration_id: str, payload=None, deadline: float = 10.0, tpm: dict | None = None) -> dict:
         """PUT register then poll until the operation is done; return the final operation body."""
-        response = self.register(registration_id, payload)
+        response = self.register(registration_id, payload, tpm=tpm)
         assert response.status_code == 202, response.text
         assert response.headers["Content-Type"].startswith("application/json")
         assert int(response.headers["Retry-After"]) >= 1

@@ -166,7 +166,7 @@ def test_delete_without_if_match_and_group_etags(emulator):
         (
             "/enrollments/ok-1",
             {"registrationId": "ok-1", "attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAAA"}}},
-            "'tpm' is not supported",
+            "attestation.tpm.endorsementKey is not a TPM2B_PUBLIC",
         ),
         ("/enrollments/ok-1", symmetric_individual("ok-1", iotHubs=["nope.azure-devices.net"]), "not linked"),
         ("/enrollments/ok-1", symmetric_individual("ok-1", iotHubHostName="nope.azure-devices.net"), "not linked"),

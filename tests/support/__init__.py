@@ -10,4 +10,6 @@
 - dps_fakes.py  a fake clock and a module harness for the collection's DPS clients: a scripted transport, or the
                 real one answered by the emulator (unit tests)
 - killer.py     SIGKILLs a module process at a chosen point of its write path (run_module(kill_at=...))
+- swtpm.py      a software TPM 2.0 (swtpm + tpm2-tools): the `software_tpm` fixture factory, a device's EK and SRK,
+                and the device side of DPS's TPM flow (import the authenticationKey, HMAC inside the TPM)
 """

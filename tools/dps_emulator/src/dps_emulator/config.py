@@ -41,6 +41,9 @@ HUB_RIGHTS = ("RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"
 # together per hub unless told otherwise) and 20 configuration operations per minute (S1, one unit).
 HUB_CONFIGURATION_LIMIT = 100
 HUB_CONFIGURATION_OPERATIONS_PER_MINUTE = 20
+# Seconds a TPM challenge key may sign a register request: long enough for a slow device (a Pi running tpm2-tools
+# over SSH), short enough that a stale challenge is refused. Real DPS's lifetime is not documented.
+DEFAULT_TPM_CHALLENGE_LIFETIME = 300
 # Device API registration ids: letters, digits and '-._:', ending with a letter, digit or '-'.
 REGISTRATION_ID_RE = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")
 
@@ -109,6 +112,8 @@ class Config:
     retry_after: int = 3
     rate_limit_per_minute: int = 0
     operations_per_minute: int = 0
+    # how long a TPM challenge (the HMAC key sent in a 401's authenticationKey) may sign a register request
+    tpm_challenge_lifetime: int = DEFAULT_TPM_CHALLENGE_LIFETIME
     service_host: str | None = None
     policies: list[Policy] = field(default_factory=list)
     certificates: list[CaCertificate] = field(default_factory=list)
@@ -473,7 +478,7 @@ def load_config(path: str | Path) -> Config:
     defaults = _require_mapping(data.get("defaults") or {}, "config.defaults")
     _check_keys(
         defaults,
-        {"assignment_delay", "retry_after", "rate_limit_per_minute", "operations_per_minute"},
+        {"assignment_delay", "retry_after", "rate_limit_per_minute", "operations_per_minute", "tpm_challenge_lifetime"},
         "config.defaults",
     )
     config = Config(id_scope=id_scope, linked_hubs=list(hubs))
@@ -495,6 +500,10 @@ def load_config(path: str | Path) -> Config:
             "config.defaults.operations_per_minute must be a non-negative integer (0 = no quota; DPS: 1000)"
         )
     config.operations_per_minute = operations
+    lifetime = defaults.get("tpm_challenge_lifetime", DEFAULT_TPM_CHALLENGE_LIFETIME)
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 1 <= lifetime <= 86400:
+        raise ConfigError("config.defaults.tpm_challenge_lifetime must be an integer number of seconds (1-86400)")
+    config.tpm_challenge_lifetime = lifetime
     service_host = data.get("service_host")
     if service_host is not None:
         if not isinstance(service_host, str) or not re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]+)?", service_host):

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .pki import certificate_info
+from .tpm import RsaPublic, parse_rsa_public
 
 INDIVIDUAL = "enrollments"
 GROUP = "enrollmentGroups"
@@ -67,7 +68,7 @@ class Context:
 class Enrollment:
     """An enrollment compiled for matching: an enrollment group (`group_id`) or an individual (`registration_id`)."""
 
-    attestation: str  # "x509" | "symmetric_key"
+    attestation: str  # "x509" | "symmetric_key" | "tpm"
     group_id: str | None = None
     registration_id: str | None = None
     device_id: str | None = None
@@ -77,6 +78,8 @@ class Enrollment:
     ca_certs: tuple[x509.Certificate, ...] = ()  # group: signingCertificates or the referenced CA certificates
     thumbprints: tuple[str, ...] = ()  # individual x509: SHA-1 and SHA-256 of the client certificates
     keys: tuple[bytes, ...] = ()
+    endorsement_key: RsaPublic | None = None  # individual tpm: the EK, and the SRK when the enrollment gives one
+    storage_root_key: RsaPublic | None = None
     initial_twin: dict[str, Any] = field(default_factory=dict)
     update_hub_assignment: bool = True
     migrate_device_data: bool = True
@@ -181,7 +184,12 @@ def _attestation(kind: str, value: Any, context: Context, strict: bool, allow_th
     value = _object(value, "attestation")
     attestation_type = value.get("type")
     if attestation_type == "tpm":
-        raise ValidationError("attestation type 'tpm' is not supported by the emulator; use x509 or symmetricKey")
+        if kind == GROUP:
+            raise ValidationError(
+                "attestation type 'tpm' is not supported for enrollment groups: TPM attestation takes an individual "
+                "enrollment per device (its endorsement key); use x509 or symmetricKey for a group"
+            )
+        return {"type": "tpm", "tpm": _tpm(value.get("tpm"))}
     if attestation_type == "symmetricKey":
         given = value.get("symmetricKey")
         keys = _object(given, "attestation.symmetricKey") if given is not None else {}
@@ -237,7 +245,34 @@ def _attestation(kind: str, value: Any, context: Context, strict: bool, allow_th
         if "primary" not in result:
             raise ValidationError("attestation.x509.caReferences.primary is required")
         return {"type": "x509", "x509": {"caReferences": result}}
-    raise ValidationError(f"attestation.type must be x509 or symmetricKey, got {attestation_type!r}")
+    raise ValidationError(f"attestation.type must be x509, symmetricKey or tpm, got {attestation_type!r}")
+
+
+def tpm_key(value: Any, where: str) -> RsaPublic:
+    """An endorsementKey / storageRootKey: base64 of a marshalled TPM2B_PUBLIC holding an RSA-2048 storage key."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{where} must be a base64 string (the TPM2B_PUBLIC, e.g. tpm2_readpublic -o)")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(f"{where} is not valid base64") from None
+    try:
+        return parse_rsa_public(data, where)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _tpm(value: Any) -> dict[str, str]:
+    """TpmAttestation: endorsementKey (required), storageRootKey (optional), both kept as given."""
+    value = _object(value, "attestation.tpm")
+    if value.get("endorsementKey") is None:
+        raise ValidationError("attestation.tpm.endorsementKey is required (base64 of the EK's TPM2B_PUBLIC)")
+    result = {}
+    for name in ("endorsementKey", "storageRootKey"):
+        if value.get(name) is not None:
+            tpm_key(value[name], f"attestation.tpm.{name}")
+            result[name] = value[name]
+    return result
 
 
 def _initial_twin(value: Any) -> dict[str, Any]:
@@ -388,7 +423,7 @@ def compile_record(kind: str, record: dict[str, Any], context: Context) -> Enrol
             hubs = (host,)
     twin = record.get("initialTwin") or {}
     enrollment = Enrollment(
-        attestation="x509" if attestation["type"] == "x509" else "symmetric_key",
+        attestation={"x509": "x509", "tpm": "tpm"}.get(attestation["type"], "symmetric_key"),
         provisioning_status=record.get("provisioningStatus", "enabled"),
         allocation_policy=record.get("allocationPolicy", "hashed"),
         iot_hubs=hubs,
@@ -409,6 +444,12 @@ def compile_record(kind: str, record: dict[str, Any], context: Context) -> Enrol
         enrollment.keys = tuple(
             base64.b64decode(keys[name]) for name in ("primaryKey", "secondaryKey") if keys.get(name)
         )
+        return enrollment
+    if attestation["type"] == "tpm":
+        keys = attestation["tpm"]
+        enrollment.endorsement_key = tpm_key(keys["endorsementKey"], "attestation.tpm.endorsementKey")
+        if keys.get("storageRootKey"):
+            enrollment.storage_root_key = tpm_key(keys["storageRootKey"], "attestation.tpm.storageRootKey")
         return enrollment
     certificates = attestation["x509"]
     if "clientCertificates" in certificates:
