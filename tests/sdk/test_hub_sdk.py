@@ -30,14 +30,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 
 import pytest
 
-from tests.sdk.test_sdk import PORT, SDK_DIR, loopback_address
+from tests.sdk.conftest import PORT, SDK_DIR, loopback_address
 from tests.support.emulator import fleet_config
 from tests.support.iothub_fakes import HUB_OWNER, HUB_RIGHTS, hub_connection_string, hub_policy_key
 from tests.support.pki import Pki
@@ -46,14 +45,6 @@ ID_SCOPE = "0ne00SDKHUB"
 HUB = "hub-sdk-judge.azure-devices.net"
 GROUP_KEY = base64.b64encode(b"sdk-hub-judge-symmetric-group-key").decode()
 CANARY, EDGE, CONFIG = "sdk-hub-canary", "sdk-hub-edge", "sdk-hub-config"
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    found = shutil.which("node")
-    if not found or not (SDK_DIR / "node_modules" / "azure-iothub").is_dir():
-        pytest.fail("tests/sdk: needs node and the SDKs: run `make sdk` (npm ci --prefix tests/sdk)")
-    return found
 
 
 @pytest.fixture(scope="module")
