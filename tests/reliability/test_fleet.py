@@ -373,7 +373,8 @@ INVENTORY_MISTAKES = {
     ),
     "wrong key type name": (
         {"fl-inv-02": {"device_identity_key_type": "ec-256"}},
-        'fl-inv-02: device_identity_key_type "ec-256" is not one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096',
+        "fl-inv-02: value of device_identity_key_type must be one of: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, "
+        "got: ec-256 (role device_identity)",
     ),
 }
 
