@@ -9,17 +9,25 @@ set -euo pipefail
 
 PACKAGES=(podman runc containernetworking-plugins iptables debootstrap qemu-user-static binfmt-support uidmap fuse-overlayfs slirp4netns chromium swtpm tpm2-tools)
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install-host-deps.sh: must run as root (apt-get, binfmt_misc); try: sudo $0" >&2
-  exit 1
-fi
-
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi
 done
+
+# Nothing to do (every package, the arm64 handler enabled with its C flag): no root needed, so that `make
+# integration` or `make sdk` (which run this first) work as any user on a prepared machine.
+handler=/proc/sys/fs/binfmt_misc/qemu-aarch64
+if ((${#missing[@]} == 0)) && [[ -e $handler ]] && grep -qx enabled "$handler" \
+  && [[ $(sed -n 's/^flags: //p' "$handler") == *C* ]]; then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-host-deps.sh: must run as root (apt-get, binfmt_misc) to install ${missing[*]:-the arm64 handler}; try: sudo $0" >&2
+  exit 1
+fi
 
 if ((${#missing[@]})); then
   echo "install-host-deps.sh: installing ${missing[*]}"
@@ -42,7 +50,6 @@ fi
 # The arm64 devices are reached as real Pis (SSH as pi, then sudo): a setuid binary under emulation only gets its
 # owner's rights when the handler has the C (credentials) flag, which Debian's registration lacks. Re-register the
 # same handler with it; otherwise sudo says "effective uid is not 0".
-handler=/proc/sys/fs/binfmt_misc/qemu-aarch64
 flags=$(sed -n 's/^flags: //p' "$handler")
 if [[ $flags != *C* ]]; then
   interpreter=$(sed -n 's/^interpreter //p' "$handler")
