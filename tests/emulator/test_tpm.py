@@ -67,16 +67,6 @@ def short_challenge_emulator(dps_emulator_factory):
     return dps_emulator_factory(tpm_config(challenge_lifetime=1), "dps-tpm-short")
 
 
-@pytest.fixture(scope="module")
-def device_tpm(software_tpm):
-    return software_tpm("emulator-device")
-
-
-@pytest.fixture(scope="module")
-def other_tpm(software_tpm):
-    return software_tpm("emulator-other")
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

@@ -34,16 +34,6 @@ DEVICE_ID = "sdk-tpm-device-0001"
 HUB_SIGN_DATA = "sdk-tpm-judge\n0"
 
 
-@pytest.fixture(scope="module")
-def device_tpm(software_tpm):
-    return software_tpm("sdk-device-tpm")
-
-
-@pytest.fixture(scope="module")
-def other_tpm(software_tpm):
-    return software_tpm("sdk-other-tpm")
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -11,7 +11,7 @@ from ansible.utils.collection_loader._collection_finder import _AnsibleCollectio
 
 from tests.support.emulator import dps_emulator_factory  # noqa: F401 - a fixture, registered by being imported
 from tests.support.paths import COLLECTION_LINK, COLLECTIONS_ROOT
-from tests.support.swtpm import software_tpm  # noqa: F401 - a fixture, registered by being imported
+from tests.support.swtpm import device_tpm, other_tpm, software_tpm  # noqa: F401 - fixtures, registered by import
 
 
 def _install_collection_loader() -> None:

@@ -272,3 +272,15 @@ def software_tpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftwareT
     yield start
     for tpm in started:
         tpm.stop()
+
+
+@pytest.fixture(scope="module")
+def device_tpm(software_tpm: SoftwareTpmFactory, request: pytest.FixtureRequest) -> SoftwareTpm:
+    """The test module's device: a software TPM with its EK and SRK."""
+    return software_tpm(f"{request.module.__name__.rsplit('.', 1)[-1]}-device")
+
+
+@pytest.fixture(scope="module")
+def other_tpm(software_tpm: SoftwareTpmFactory, request: pytest.FixtureRequest) -> SoftwareTpm:
+    """Another device's TPM in the same test module: an EK and SRK that are not device_tpm's."""
+    return software_tpm(f"{request.module.__name__.rsplit('.', 1)[-1]}-other")

@@ -250,12 +250,7 @@ def _attestation(kind: str, value: Any, context: Context, strict: bool, allow_th
 
 def tpm_key(value: Any, where: str) -> RsaPublic:
     """An endorsementKey / storageRootKey: base64 of a marshalled TPM2B_PUBLIC holding an RSA-2048 storage key."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"{where} must be a base64 string (the TPM2B_PUBLIC, e.g. tpm2_readpublic -o)")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationError(f"{where} is not valid base64") from None
+    data = decode_key(value, f"{where} (the key's TPM2B_PUBLIC, as tpm2_readpublic -o writes it)", strict=False)
     try:
         return parse_rsa_public(data, where)
     except ValueError as exc:
