@@ -4,16 +4,20 @@ emulator's service API (the dps_emulator package).
 Every state-changing case runs its task four times, as community.crypto's targets do: check mode (changed), real
 run (changed), check mode again (not changed), real run again (not changed). The emulator's own view of each
 record is read back with dps_enrollment_info, and devices register through the device API with dps_register, so a
-generated group key and an individual enrollment are shown to work, not only to exist.
+generated group key and an individual enrollment are shown to work, not only to exist. The TPM case enrolls the
+endorsement and storage root keys of real software TPMs (swtpm, tests/support/swtpm.py), then a replacement TPM.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support.pki import Pki
 from tests.support.playbook import assert_four, four_runs, run_playbook
@@ -302,3 +306,111 @@ def device_key_file(pki: Pki) -> str:
     path = Path(device.leaf_file).with_suffix(".bundle.pem")
     path.write_bytes(Path(device.leaf_file).read_bytes() + Path(device.key_file).read_bytes())
     return str(path)
+
+
+def test_individual_tpm_enrollment_then_a_replaced_tpm(emulator, software_tpm, tmp_path):
+    original, replacement = software_tpm("enrollment-tpm-a"), software_tpm("enrollment-tpm-b")
+
+    def keys_of(tpm) -> dict:
+        return {
+            "endorsement_key": base64.b64encode(tpm.endorsement_key).decode(),
+            "storage_root_key": base64.b64encode(tpm.storage_root_key).decode(),
+        }
+
+    enrollment = {
+        "registration_id": "pi-svc-tpm",
+        "attestation": "tpm",
+        "iot_hubs": [HUB_A],
+        "initial_twin": {"tags": {"attestation": "tpm"}},
+        **keys_of(original),
+    }
+    replaced = dict(enrollment, **keys_of(replacement))
+    # base64 with line breaks (base64 without -w0) is the same key: no change
+    wrapped = dict(replaced, endorsement_key="\n".join(textwrap.wrap(replaced["endorsement_key"], 76)) + "\n")
+    failing = {"failed_when": False}
+    tasks = [
+        *four_runs(ENROLLMENT, enrollment, "tpm"),
+        *four_runs(ENROLLMENT, replaced, "replaced"),
+        {ENROLLMENT: wrapped, "register": "wrapped"},
+        info_task("record", kind="enrollment", id="pi-svc-tpm"),
+        {
+            ENROLLMENT: {
+                "enrollment_group_id": "tpm-fleet",
+                "attestation": "tpm",
+                "endorsement_key": enrollment["endorsement_key"],
+            },
+            "register": "tpm_group",
+            **failing,
+        },
+        {
+            ENROLLMENT: dict(enrollment, registration_id="pi-svc-tpm-bad", endorsement_key=pem_public_key(original)),
+            "register": "malformed",
+            **failing,
+        },
+        info_task("not_created", kind="enrollment", id="pi-svc-tpm-bad"),
+    ]
+    results = run_play(tmp_path, emulator, tasks)
+    assert_four(results, "tpm")
+    assert_four(results, "replaced")
+    assert results["wrapped"]["changed"] is False
+
+    assert results["tpm_real1"]["differences"] == ["attestation", "iotHubs", "initialTwin.tags"]
+    assert results["tpm_real2"]["requests"] == 1  # one GET, nothing written
+    assert results["replaced_real1"]["differences"] == [
+        "attestation.tpm.endorsementKey",
+        "attestation.tpm.storageRootKey",
+    ]
+    assert results["replaced_real1"]["etag"] != results["tpm_real1"]["etag"]
+    # the diff shows the keys as size and SHA-256 of their TPM2B_PUBLIC, not as base64
+    before = json.loads(results["replaced_real1"]["diff"]["before"])["attestation"]["tpm"]
+    after = json.loads(results["replaced_real1"]["diff"]["after"])["attestation"]["tpm"]
+    assert before["endorsementKey"]["sha256"] == hashlib.sha256(original.endorsement_key).hexdigest().upper()
+    assert after["endorsementKey"]["sha256"] == hashlib.sha256(replacement.endorsement_key).hexdigest().upper()
+    assert replaced["endorsement_key"] not in json.dumps(results["replaced_real1"]["diff"])
+
+    record = results["record"]["enrollments"][0]
+    assert record["attestation"]["type"] == "tpm"
+    tpm = record["attestation"]["tpm"]
+    assert base64.b64decode(tpm["endorsementKey"]) == replacement.endorsement_key
+    assert base64.b64decode(tpm["storageRootKey"]) == replacement.storage_root_key
+    assert record["initialTwin"]["tags"] == {"attestation": "tpm"}
+
+    assert results["tpm_group"]["msg"] == (
+        "enrollment group tpm-fleet: attestation=tpm is for individual enrollments (registration_id): DPS has no TPM "
+        "enrollment groups; enroll each TPM device with its endorsement key, or use x509 or symmetric_key for a group"
+    )
+    assert results["malformed"]["msg"].startswith("individual enrollment pi-svc-tpm-bad: endorsement_key is not a")
+    assert results["malformed"]["msg"].endswith(
+        "read it with tpm2_readpublic -c 0x81010001 -o ek.pub and base64 -w0 ek.pub"
+    )
+    for name in ("tpm_group", "malformed"):
+        assert "\n" not in results[name]["msg"]
+        assert "requests" not in results[name]  # refused before any request
+    assert results["not_created"]["enrollments"] == []
+
+    # DPS's TPM challenge now goes to the replacement TPM, which can activate it; the old TPM gets no key.
+    challenge = tpm_challenge(emulator, "pi-svc-tpm", replacement)
+    assert challenge.status_code == 401 and challenge.json().get("authenticationKey"), challenge.text
+    replacement.import_authentication_key(base64.b64decode(challenge.json()["authenticationKey"]))
+    refused = tpm_challenge(emulator, "pi-svc-tpm", original)
+    assert refused.status_code == 401 and "authenticationKey" not in refused.json(), refused.text
+
+
+def tpm_challenge(emulator, registration_id: str, tpm) -> requests.Response:
+    """The first request of DPS's TPM flow: PUT register with the TPM's EK and SRK and no credentials."""
+    keys = {"endorsementKey": tpm.endorsement_key, "storageRootKey": tpm.storage_root_key}
+    return requests.put(
+        f"{emulator.url}/{ID_SCOPE}/registrations/{registration_id}/register?api-version=2021-06-01",
+        json={
+            "registrationId": registration_id,
+            "tpm": {name: base64.b64encode(key).decode() for name, key in keys.items()},
+        },
+        verify=emulator.ca_cert,
+        timeout=30,
+    )
+
+
+def pem_public_key(tpm) -> str:
+    """The EK as tpm2_readpublic -f pem writes it, base64-encoded: a common mistake, refused before any request."""
+    tpm.run("tpm2_readpublic", "-c", "0x81010001", "-f", "pem", "-o", "ek.pem")
+    return base64.b64encode(tpm.file("ek.pem").read_bytes()).decode()

@@ -30,6 +30,8 @@ NOT_SECRET = {
     ("module aziot_config", "provisioning.attestation.identity_pk"): "a file: or pkcs11: URI of the key",
     ("module aziot_config", "provisioning.authentication.identity_pk"): "a file: or pkcs11: URI of the key",
     ("module aziot_config", "edge_ca.pk"): "a file: or pkcs11: URI of the key",
+    ("module dps_enrollment", "endorsement_key"): "a TPM's public endorsement key (TPM2B_PUBLIC)",
+    ("module dps_enrollment", "storage_root_key"): "a TPM's public storage root key (TPM2B_PUBLIC)",
 }
 
 

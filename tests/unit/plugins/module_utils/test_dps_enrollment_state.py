@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import struct
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_enrollment imp
     load_certificate,
     needs_keys,
     set_paths,
+    tpm_public_key,
 )
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS, ENROLLMENTS
 from tests.support.pki import distinguished_name, issue
@@ -355,6 +359,113 @@ def test_build_body_carries_existing_symmetric_keys():
         "type": "symmetricKey",
         "symmetricKey": {"primaryKey": PRIMARY_KEY},
     }
+
+
+# --- TPM attestation --------------------------------------------------------------------------------------------
+
+
+def tpm2b(content: bytes) -> bytes:
+    """A TPM2B_*: u16 size, then the bytes (a stand-in TPM2B_PUBLIC: the module only checks the framing)."""
+    return struct.pack(">H", len(content)) + content
+
+
+EK_A, EK_B, SRK_A = tpm2b(b"ek-of-tpm-a" * 30), tpm2b(b"ek-of-tpm-b" * 30), tpm2b(b"srk-of-tpm-a" * 25)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def tpm_desired(endorsement_key: bytes = EK_A, storage_root_key: bytes | None = None) -> DesiredEnrollment:
+    return DesiredEnrollment(
+        ENROLLMENTS, "pi-1", "tpm", tpm={"endorsementKey": endorsement_key, "storageRootKey": storage_root_key}
+    )
+
+
+def tpm_record(endorsement_key: str, storage_root_key: str | None = None) -> dict:
+    tpm = {"endorsementKey": endorsement_key}
+    if storage_root_key is not None:
+        tpm["storageRootKey"] = storage_root_key
+    return {"registrationId": "pi-1", "attestation": {"type": "tpm", "tpm": tpm}, "etag": '"e"'}
+
+
+def test_tpm_public_key_takes_base64_of_a_tpm2b_public():
+    assert tpm_public_key("individual enrollment pi-1", "endorsementKey", b64(EK_A)) == EK_A
+    wrapped = "\n".join(textwrap.wrap(b64(EK_A), 76)) + "\n"  # base64 without -w0
+    assert tpm_public_key("individual enrollment pi-1", "endorsementKey", wrapped) == EK_A
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("endorsementKey", "not base64!", "endorsement_key is not base64"),
+        ("endorsementKey", " ", "endorsement_key is empty"),
+        ("endorsementKey", b64(b"\x01\x00"), "endorsement_key is 2 bytes long, too short for a TPM2B_PUBLIC"),
+        (
+            "endorsementKey",
+            b64(EK_A[2:]),
+            f"endorsement_key is not a TPM2B_PUBLIC: its size field says {int.from_bytes(EK_A[2:4], 'big')} bytes "
+            f"but {len(EK_A) - 4} follow",
+        ),
+        (
+            "storageRootKey",
+            b64(SRK_A + b"x"),
+            f"storage_root_key is not a TPM2B_PUBLIC: its size field says "
+            f"{len(SRK_A) - 2} bytes but {len(SRK_A) - 1} follow",
+        ),
+    ],
+)
+def test_tpm_public_key_refuses_what_is_not_a_tpm2b_public(name, value, problem):
+    with pytest.raises(EnrollmentInputError) as raised:
+        tpm_public_key("individual enrollment pi-1", name, value)
+    handle, file = ("0x81010001", "ek.pub") if name == "endorsementKey" else ("0x81000001", "srk.pub")
+    assert str(raised.value) == (
+        f"individual enrollment pi-1: {problem}; give the base64 of the key's marshalled TPM2B_PUBLIC (not PEM or "
+        f"DER): read it with tpm2_readpublic -c {handle} -o {file} and base64 -w0 {file}"
+    )
+
+
+def test_tpm_keys_compare_by_bytes():
+    assert differences(tpm_desired(), tpm_record(b64(EK_A))) == []
+    assert differences(tpm_desired(), tpm_record("\n".join(textwrap.wrap(b64(EK_A), 64)))) == []
+    assert differences(tpm_desired(EK_B), tpm_record(b64(EK_A))) == ["attestation.tpm.endorsementKey"]
+    assert differences(tpm_desired(), tpm_record("not base64")) == ["attestation.tpm.endorsementKey"]
+    # the SRK is compared only when given
+    assert differences(tpm_desired(), tpm_record(b64(EK_A), b64(SRK_A))) == []
+    assert differences(tpm_desired(storage_root_key=SRK_A), tpm_record(b64(EK_A))) == ["attestation.tpm.storageRootKey"]
+    x509_record = {"registrationId": "pi-1", "attestation": {"type": "x509", "x509": {}}}
+    assert differences(tpm_desired(), x509_record) == ["attestation.type", "attestation.tpm.endorsementKey"]
+    assert set_paths(tpm_desired()) == ["attestation"]
+
+
+def test_tpm_body_keeps_the_srk_of_the_same_tpm_only():
+    record = tpm_record(b64(EK_A), "SRK-AS-DPS-HAS-IT")
+    same = build_body(tpm_desired(), record)
+    assert same["attestation"] == {
+        "type": "tpm",
+        "tpm": {"endorsementKey": b64(EK_A), "storageRootKey": "SRK-AS-DPS-HAS-IT"},
+    }
+    assert "etag" not in same
+    new_tpm = build_body(tpm_desired(EK_B), record)
+    assert new_tpm["attestation"] == {"type": "tpm", "tpm": {"endorsementKey": b64(EK_B)}}
+    given = build_body(tpm_desired(EK_B, SRK_A), record)
+    assert given["attestation"]["tpm"] == {"endorsementKey": b64(EK_B), "storageRootKey": b64(SRK_A)}
+    created = build_body(tpm_desired(), None)
+    assert created == {"registrationId": "pi-1", "attestation": {"type": "tpm", "tpm": {"endorsementKey": b64(EK_A)}}}
+
+
+def test_diff_shows_tpm_keys_as_size_and_sha256():
+    record = tpm_record(b64(EK_A), b64(SRK_A))
+    desired = tpm_desired(EK_B)
+    before, after = diff_views(desired, record, build_body(desired, record))
+    assert before["attestation"]["tpm"] == {
+        "endorsementKey": {"bytes": len(EK_A), "sha256": hashlib.sha256(EK_A).hexdigest().upper()},
+        "storageRootKey": {"bytes": len(SRK_A), "sha256": hashlib.sha256(SRK_A).hexdigest().upper()},
+    }
+    assert after["attestation"]["tpm"] == {
+        "endorsementKey": {"bytes": len(EK_B), "sha256": hashlib.sha256(EK_B).hexdigest().upper()}
+    }
+    assert b64(EK_B) not in json.dumps([before, after])
 
 
 # --- the diff view ----------------------------------------------------------------------------------------------------

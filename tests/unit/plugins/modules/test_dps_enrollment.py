@@ -4,7 +4,11 @@ fake clock), or with scripted replies (`service_module`) for what the emulator c
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import random
+import struct
+import textwrap
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,6 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_enrollment import tpm_key_bytes
 from ansible_collections.iotfleet.aziot.plugins.module_utils._dps_service import ENROLLMENT_GROUPS, ENROLLMENTS
 from ansible_collections.iotfleet.aziot.plugins.modules import dps_enrollment
 from tests.support.dps_fakes import EMULATED_HUB, OWNER_POLICY, policy_key, reply
@@ -532,3 +537,193 @@ def test_every_secret_option_is_no_log():
     assert spec["secondary_key"]["no_log"] is True
     assert spec["custom_allocation"]["options"]["webhook_url"]["no_log"] is True
     assert spec["validate_certs"]["default"] is True
+
+
+# --- TPM attestation (individual enrollments) -----------------------------------------------------------------
+
+EK_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")  # the EK template's
+
+
+def tpm_public(seed: int) -> bytes:
+    """A marshalled TPM2B_PUBLIC of an RSA-2048 restricted decryption key (the EK template's fields) with a made-up
+    modulus: what tpm2_readpublic -o writes, as far as DPS and the emulator look at it."""
+    modulus = bytearray(random.Random(seed).randbytes(256))
+    modulus[0] |= 0x80
+    tpmt = (
+        struct.pack(">HHI", 0x0001, 0x000B, 0x000300B2)
+        + struct.pack(">H", len(EK_POLICY))
+        + EK_POLICY
+        + struct.pack(">HHHHHI", 0x0006, 128, 0x0043, 0x0010, 2048, 0)
+        + struct.pack(">H", 256)
+        + bytes(modulus)
+    )
+    return struct.pack(">H", len(tpmt)) + tpmt
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+EK_1, SRK_1, EK_2 = tpm_public(1), tpm_public(2), tpm_public(3)
+
+
+def tpm_args(harness, registration_id, endorsement_key=EK_1, **extra) -> dict:
+    connection = harness.service_args() if harness.emulator else {"connection_string": CONNECTION_STRING}
+    return dict(
+        connection, registration_id=registration_id, attestation="tpm", endorsement_key=b64(endorsement_key), **extra
+    )
+
+
+def stored_tpm(harness, registration_id) -> dict:
+    return harness.service_client().get(ENROLLMENTS, registration_id)["attestation"]["tpm"]
+
+
+def test_tpm_enrollment_is_created_then_not_changed(dps_module):
+    args = tpm_args(dps_module, "pi-tpm-create", storage_root_key=b64(SRK_1), iot_hubs=[HUB])
+    out = run(dps_module, args).result
+    assert (out["changed"], out["differences"]) == (True, ["attestation", "iotHubs"])
+    put = dps_module.calls[1]
+    assert put["body"]["attestation"] == {
+        "type": "tpm",
+        "tpm": {"endorsementKey": b64(EK_1), "storageRootKey": b64(SRK_1)},
+    }
+    assert out["enrollment"]["attestation"]["tpm"]["endorsementKey"] == b64(EK_1)  # public: returned as it is
+    again = run(dps_module, args).result
+    assert (again["changed"], again["differences"]) == (False, [])
+    assert dps_module.methods() == ["GET enrollments/pi-tpm-create"]
+
+
+def test_a_new_endorsement_key_updates_the_enrollment_with_its_etag(dps_module):
+    before = create(dps_module, tpm_args(dps_module, "pi-tpm-new", storage_root_key=b64(SRK_1)))
+    replaced = tpm_args(dps_module, "pi-tpm-new", endorsement_key=EK_2)
+    check = run(dps_module, dict(replaced, _ansible_check_mode=True, _ansible_diff=True)).result
+    assert (check["changed"], check["differences"]) == (True, ["attestation.tpm.endorsementKey"])
+    assert dps_module.methods() == ["GET enrollments/pi-tpm-new"]
+    assert tpm_key_bytes(stored_tpm(dps_module, "pi-tpm-new")["endorsementKey"]) == EK_1
+    diff_before, diff_after = json.loads(check["diff"]["before"]), json.loads(check["diff"]["after"])
+    assert diff_before["attestation"]["tpm"]["endorsementKey"] == {
+        "bytes": len(EK_1),
+        "sha256": hashlib.sha256(EK_1).hexdigest().upper(),
+    }
+    assert diff_after["attestation"]["tpm"] == {
+        "endorsementKey": {"bytes": len(EK_2), "sha256": hashlib.sha256(EK_2).hexdigest().upper()}
+    }  # the SRK of the previous TPM is dropped
+    assert b64(EK_2) not in json.dumps(check["diff"])
+
+    out = run(dps_module, replaced).result
+    assert (out["changed"], out["differences"]) == (True, ["attestation.tpm.endorsementKey"])
+    put = dps_module.calls[1]
+    assert put["headers"]["If-Match"] == before["etag"]
+    assert put["body"]["attestation"] == {"type": "tpm", "tpm": {"endorsementKey": b64(EK_2)}}
+    assert stored_tpm(dps_module, "pi-tpm-new") == {"endorsementKey": b64(EK_2)}
+    assert run(dps_module, replaced).result["changed"] is False
+
+
+def test_an_update_keeps_the_storage_root_key_of_the_same_tpm(dps_module):
+    create(dps_module, tpm_args(dps_module, "pi-tpm-keep", storage_root_key=b64(SRK_1)))
+    out = run(dps_module, tpm_args(dps_module, "pi-tpm-keep", provisioning_status="disabled")).result
+    assert (out["changed"], out["differences"]) == (True, ["provisioningStatus"])
+    assert dps_module.calls[1]["body"]["attestation"]["tpm"]["storageRootKey"] == b64(SRK_1)
+    assert stored_tpm(dps_module, "pi-tpm-keep") == {"endorsementKey": b64(EK_1), "storageRootKey": b64(SRK_1)}
+
+
+def test_a_different_storage_root_key_is_a_change(dps_module):
+    create(dps_module, tpm_args(dps_module, "pi-tpm-srk", storage_root_key=b64(SRK_1)))
+    args = tpm_args(dps_module, "pi-tpm-srk", storage_root_key=b64(EK_2))
+    out = run(dps_module, args).result
+    assert (out["changed"], out["differences"]) == (True, ["attestation.tpm.storageRootKey"])
+    assert run(dps_module, args).result["changed"] is False
+
+
+def test_tpm_keys_compare_by_bytes_not_by_base64_text(service_module):
+    # Scripted: the emulator echoes the base64 as given; a DPS that re-wraps it (line breaks) holds the same key.
+    wrapped = "\n".join(textwrap.wrap(b64(EK_1), 76))
+    record = {
+        "registrationId": "pi-tpm-text",
+        "attestation": {"type": "tpm", "tpm": {"endorsementKey": wrapped, "storageRootKey": b64(SRK_1)}},
+        "etag": '"t1"',
+    }
+    out = run(
+        service_module, tpm_args(service_module, "pi-tpm-text", storage_root_key=b64(SRK_1)), reply(200, record)
+    ).result
+    assert (out["changed"], out["differences"]) == (False, [])
+
+
+def test_switching_an_individual_enrollment_to_tpm(dps_module):
+    symmetric = dps_module.service_args(registration_id="pi-tpm-switch", attestation="symmetric_key")
+    create(dps_module, symmetric)
+    out = run(dps_module, tpm_args(dps_module, "pi-tpm-switch")).result
+    assert (out["changed"], out["differences"]) == (True, ["attestation.type", "attestation.tpm.endorsementKey"])
+    assert dps_module.calls[-1]["body"]["attestation"] == {"type": "tpm", "tpm": {"endorsementKey": b64(EK_1)}}
+    assert run(dps_module, tpm_args(dps_module, "pi-tpm-switch")).result["changed"] is False
+
+
+def test_a_key_dps_refuses_fails_with_dps_message(dps_module):
+    # A well-formed TPM2B_PUBLIC of something other than an RSA-2048 storage key: DPS's to refuse (HTTP 400).
+    not_rsa = struct.pack(">H", 10) + struct.pack(">HH", 0x0023, 0x000B) + bytes(6)
+    result = run(dps_module, tpm_args(dps_module, "pi-tpm-ecc", endorsement_key=not_rsa))
+    assert result.failed
+    assert result.result["msg"].startswith("individual enrollment pi-tpm-ecc: ")
+    assert "\n" not in result.result["msg"]
+    assert result.result["http_status"] == 400
+    assert dps_module.service_client().get(ENROLLMENTS, "pi-tpm-ecc") is None
+
+
+TPM_FIX = "read it with tpm2_readpublic -c 0x81010001 -o ek.pub and base64 -w0 ek.pub"
+SRK_FIX = "read it with tpm2_readpublic -c 0x81000001 -o srk.pub and base64 -w0 srk.pub"
+TPM2B = "give the base64 of the key's marshalled TPM2B_PUBLIC (not PEM or DER)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            {"endorsement_key": "-----BEGIN PUBLIC KEY-----"},
+            f"endorsement_key is not base64; {TPM2B}: {TPM_FIX}",
+        ),
+        (
+            {"endorsement_key": b64(EK_1[2:])},  # a TPMT_PUBLIC without the TPM2B size
+            f"endorsement_key is not a TPM2B_PUBLIC: its size field says 1 bytes but {len(EK_1) - 4} follow; {TPM2B}: "
+            f"{TPM_FIX}",
+        ),
+        (
+            {"endorsement_key": b64(b"\x00")},
+            f"endorsement_key is 1 bytes long, too short for a TPM2B_PUBLIC; {TPM2B}: {TPM_FIX}",
+        ),
+        (
+            {"storage_root_key": b64(EK_1 + b"\x00")},
+            f"storage_root_key is not a TPM2B_PUBLIC: its size field says {len(EK_1) - 2} bytes but {len(EK_1) - 1} "
+            f"follow; {TPM2B}: {SRK_FIX}",
+        ),
+        (
+            {"endorsement_key": None},
+            "attestation=tpm needs endorsement_key, the base64 of the TPM's endorsement key (TPM2B_PUBLIC): read it "
+            "on the device with tpm2_readpublic -c 0x81010001 -o ek.pub and base64 -w0 ek.pub",
+        ),
+        ({"primary_key": GIVEN_KEY}, "primary_key is for attestation=symmetric_key, not tpm"),
+        ({"attestation": "x509"}, "endorsement_key is for attestation=tpm, not x509"),
+    ],
+)
+def test_tpm_input_errors_before_any_request(service_module, args, message):
+    result = run(service_module, {**tpm_args(service_module, "pi-7"), **args})
+    assert result.failed
+    assert result.result["msg"] == "individual enrollment pi-7: " + message
+    assert service_module.calls == []
+
+
+@pytest.mark.parametrize("state", ["present", "absent"])
+def test_tpm_enrollment_group_is_refused_before_any_request(service_module, state):
+    args = dict(connection_string=CONNECTION_STRING, enrollment_group_id="tpm-fleet", attestation="tpm", state=state)
+    result = run(service_module, dict(args, endorsement_key=b64(EK_1)))
+    assert result.failed
+    assert result.result["msg"] == (
+        "enrollment group tpm-fleet: attestation=tpm is for individual enrollments (registration_id): DPS has no TPM "
+        "enrollment groups; enroll each TPM device with its endorsement key, or use x509 or symmetric_key for a group"
+    )
+    assert service_module.calls == []
+
+
+def test_tpm_keys_are_not_secrets():
+    spec = dps_enrollment.argument_spec()
+    assert spec["endorsement_key"]["no_log"] is False  # a TPM2B_PUBLIC: public, and useful in the output
+    assert spec["storage_root_key"]["no_log"] is False
