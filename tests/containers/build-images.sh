@@ -5,7 +5,8 @@
 # Images (SUITE = bookworm | trixie, ARCH = amd64 | arm64):
 #   localhost/iotfleet-debian:SUITE-ARCH           "stock device": python3, sudo, openssh-server, user pi with
 #                                                  passwordless sudo (what Raspberry Pi OS Lite gives you)
-#   localhost/iotfleet-debian:SUITE-ARCH-prepared  + python3-cryptography python3-tomlkit openssl
+#   localhost/iotfleet-debian:SUITE-ARCH-prepared  + python3-cryptography python3-tomlkit openssl tpm2-tools, and
+#                                                  swtpm as the TPM module (device-init: DEVICE_TPM=swtpm)
 #   ...-base                                       the imported root filesystem each is built on
 # The packages come in with debootstrap (--include): it resolves them on the host, so an emulated arm64 image runs
 # no apt under qemu, only the packages' configuration (about 3 min instead of about 8).
@@ -18,7 +19,9 @@
 #   REFRESH_ROOTFS=1             also re-run debootstrap instead of using build/debootstrap/*.tar
 #   DEBIAN_MIRROR=URL            mirror for debootstrap (default: the host's main Debian archive in /etc/apt/sources*)
 #   BUILD_NETWORK=host           network for `podman build` RUN steps
-# Idempotent: an existing image is skipped unless FORCE=1. Needs root (debootstrap).
+# Idempotent: an existing image built from the same recipe (its packages, Containerfile.device and device-init: the
+# label iotfleet.recipe; the packages of a cached rootfs tarball in NAME.tar.packages) is skipped unless FORCE=1; one
+# built from another recipe is rebuilt. Needs root (debootstrap).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,7 +34,9 @@ IMAGES=${IMAGES:-bookworm-amd64 bookworm-amd64-prepared trixie-amd64 trixie-amd6
 STOCK_PACKAGES=python3,sudo,openssh-server
 # debootstrap does not resolve virtual packages: python3-cryptography needs python3-cffi-backend-api-* from
 # python3-cffi-backend, named here.
-PREPARED_PACKAGES=$STOCK_PACKAGES,python3-cryptography,python3-cffi-backend,python3-tomlkit,openssl
+# tpm2-tools is what a Pi with a TPM module needs (iotfleet.aziot.tpm_keys); swtpm stands in for the TPM chip
+# (device-init starts it with DEVICE_TPM=swtpm).
+PREPARED_PACKAGES=$STOCK_PACKAGES,python3-cryptography,python3-cffi-backend,python3-tomlkit,openssl,tpm2-tools,swtpm
 FORCE=${FORCE:-0}
 REFRESH_ROOTFS=${REFRESH_ROOTFS:-0}
 BUILD_NETWORK=${BUILD_NETWORK:-host}
@@ -61,19 +66,25 @@ detect_mirror() {
 # Image ids replaced by FORCE=1, removed at the end (children first) so no dangling images pile up.
 REPLACED=()
 BUILT=()
+# exists TAG RECIPE: TAG was built from this recipe (its label iotfleet.recipe); an image built from another recipe
+# (other packages, another Containerfile.device or device-init) is replaced as FORCE=1 would.
 exists() {
   local tag
   for tag in "${BUILT[@]}"; do [[ $tag == "$1" ]] && return 0; done
   podman image exists "$1" || return 1
-  [[ $FORCE == 1 ]] || return 0
+  if [[ $FORCE != 1 && $(podman image inspect --format '{{index .Labels "iotfleet.recipe"}}' "$1") == "$2" ]]; then
+    return 0
+  fi
   REPLACED=("$1=$(podman image inspect --format '{{.Id}}' "$1")" "${REPLACED[@]}")
   return 1
 }
 
+recipe() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
+
 # build_rootfs_tar NAME SUITE ARCH PACKAGES: debootstrap into build/debootstrap/NAME.tar (cached).
 build_rootfs_tar() {
   local name=$1 suite=$2 arch=$3 packages=$4 tar=$CACHE/$1.tar
-  if [[ -s $tar && $REFRESH_ROOTFS != 1 ]]; then
+  if [[ -s $tar && $REFRESH_ROOTFS != 1 && $(cat "$tar.packages" 2>/dev/null) == "$packages" ]]; then
     echo "$tar"
     return
   fi
@@ -87,6 +98,7 @@ build_rootfs_tar() {
     >"$CACHE/debootstrap-$name.log" 2>&1 || die "debootstrap $name failed, see $CACHE/debootstrap-$name.log"
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
   tar -C "$dir" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+  printf '%s' "$packages" >"$tar.packages"
   rm -rf "$dir"
   log "debootstrap $name: $((SECONDS - t0)) s -> $tar"
   echo "$tar"
@@ -101,19 +113,24 @@ build_image() {
     *) die "unknown variant '$variant' (use SUITE-ARCH or SUITE-ARCH-prepared)" ;;
   esac
   tag=$REPO:$name base=$REPO:$name-base
-  if exists "$tag"; then
+  local base_recipe device_recipe
+  base_recipe=$(recipe "$suite" "$arch" "$packages")
+  device_recipe=$(recipe "$base_recipe" "$(cat "$HERE/Containerfile.device" "$HERE/device-init")")
+  if exists "$tag" "$device_recipe"; then
     return
   fi
-  if ! exists "$base"; then
+  if ! exists "$base" "$base_recipe"; then
     tar=$(build_rootfs_tar "$name" "$suite" "$arch" "$packages")
     t0=$SECONDS
-    podman import -q --arch "$arch" --change 'CMD ["sleep", "infinity"]' "$tar" "$base" >/dev/null
+    podman import -q --arch "$arch" --change 'CMD ["sleep", "infinity"]' \
+      --change "LABEL iotfleet.recipe=$base_recipe" "$tar" "$base" >/dev/null
     log "$base imported in $((SECONDS - t0)) s"
     BUILT+=("$base")
   fi
   t0=$SECONDS
   # shellcheck disable=SC2046
   podman build -q $([[ $FORCE == 1 ]] && echo --no-cache) --arch "$arch" --network "$BUILD_NETWORK" --build-arg "BASE=$base" \
+    --label "iotfleet.recipe=$device_recipe" \
     -f "$HERE/Containerfile.device" -t "$tag" "$HERE" >"$CACHE/build-$name.log" 2>&1 ||
     die "building $tag failed, see $CACHE/build-$name.log"
   log "$tag built in $((SECONDS - t0)) s"

@@ -5,6 +5,8 @@
 - A device whose sudo asks for a password, and one whose SSH host key changed, stop with one line naming the host
   and the fix (playbooks/tasks/check_connection.yml).
 - The aziot_edge role on Debian 13, where Microsoft publishes no IoT Edge packages, stops with the options.
+- tpm_keys on a device whose TPM is a software TPM (swtpm, started by device-init), four runs on Debian 12 and 13,
+  amd64 and the emulated arm64 Pi.
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 BIN = Path(sys.executable).parent
 
-BOOKWORM = Device("iotfleet-ssh-bookworm", 2251, "bookworm-amd64-prepared")
-TRIXIE = Device("iotfleet-ssh-trixie", 2252, "trixie-amd64-prepared")
+TPM = (("DEVICE_TPM", "swtpm"),)  # a software TPM in place of a TPM module (device-init)
+BOOKWORM = Device("iotfleet-ssh-bookworm", 2251, "bookworm-amd64-prepared", env=TPM)
+TRIXIE = Device("iotfleet-ssh-trixie", 2252, "trixie-amd64-prepared", env=TPM)
 SUDO_PASSWORD = Device("iotfleet-ssh-sudo-password", 2253, "bookworm-amd64", env=(("DEVICE_SUDO", "password"),))
+# The Raspberry Pi stand-in (trixie arm64 under qemu-user): only the TPM test uses it.
+PI_ARM64 = Device("iotfleet-ssh-pi-arm64", 2254, "trixie-arm64-prepared", env=TPM)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ssh_dir = tmp_path_factory.mktemp("ssh")
-    devices = [BOOKWORM, TRIXIE, SUDO_PASSWORD]
+    devices = [BOOKWORM, TRIXIE, SUDO_PASSWORD, PI_ARM64]
     try:
         start(devices, ssh_dir)
         yield ssh_dir
@@ -89,6 +94,14 @@ def test_device_modules_through_sudo(fleet: Path, tmp_path: Path, pipelining: st
     # Both releases' own Python and cryptography ran the modules.
     assert "python 3 11 cryptography 38" in result.stdout, result.stdout[-3000:]
     assert "python 3 13 cryptography 43" in result.stdout, result.stdout[-3000:]
+
+
+def test_tpm_keys_through_sudo(fleet: Path, tmp_path: Path) -> None:
+    """The device's EK and SRK with tpm2-tools, as root through sudo, on Debian 12 and 13 and the arm64 Pi: four
+    runs."""
+    result = _playbook(fleet, tmp_path, [BOOKWORM, TRIXIE, PI_ARM64], HERE / "playbooks" / "tpm_keys.yml")
+    assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-3000:]
+    assert "ok=6" in result.stdout and "failed=0" in result.stdout, result.stdout[-3000:]
 
 
 def _check_connection_playbook(tmp_path: Path) -> Path:
